@@ -1,0 +1,1 @@
+"""lmm: Hydra-configured sweeps of two-stage LLaVA training, evaluation and analysis."""

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, generation, the judge client and scorers."""
