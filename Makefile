@@ -1,0 +1,40 @@
+# Set-up, demo, tests and benchmarks. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+# torch is installed first and pinned: a local CPU build here. On a CUDA cluster, e.g.
+#   make setup TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu121"
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded default: a tiny run on this CPU.
+demo: setup
+	$(PY) -m lmm.train dry_run=true
+
+# The whole test suite (slow end-to-end tests included).
+test: setup
+	$(PY) -m pytest -q
+
+# The quick developer loop: everything not marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) -m bench.throughput
+
+lint: setup
+	$(PY) -m ruff check lmm analysis tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,282 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING, DictConfig, OmegaConf
+
+# `alpha: ${lmm.mul:${.rank},2}` keeps LoRA's alpha = 2 × rank when only the rank is swept.
+if not OmegaConf.has_resolver("lmm.mul"):
+    OmegaConf.register_new_resolver("lmm.mul", lambda a, b: a * b)
+# The paper's DeepSpeed choice: ZeRO-3 everywhere except QLoRA, which needs ZeRO-2.
+if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
+    OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: 2 if method == "qlora" else 3)
+
+
+@dataclass
+class StageRecipe:
+    """Optimisation settings the paper used for one stage and method at one model size."""
+
+    lr: float = MISSING
+    global_batch_size: int = MISSING
+    micro_batch_size: int = MISSING
+    epochs: float = 1.0
+    nodes: int = 1
+
+
+@dataclass
+class RecipeConfig:
+    """The paper's recipe per model size; tuning presets and the stage-1 block read from it."""
+
+    # Stage 1: lr 1e-4, no weight decay (paper); the batch size is not stated there (LLaVA used 256).
+    # Micro-batch 8 divides 256 on 1, 2 or 4 nodes, since a stage=both job runs stage 1 on its own nodes.
+    pretrain: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 256, 8, 1.0, 1))
+    # Stage 2 full fine-tuning: lr 2e-5, global batch 512 on 4 nodes × 8 A100-80G.
+    full: StageRecipe = field(default_factory=lambda: StageRecipe(2e-5, 512, 4, 1.0, 4))
+    # Stage 2 LoRA/QLoRA: lr 1e-4, global batch 64 on 1 node (33B) or 2 nodes (65B).
+    lora: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 64, 4, 1.0, 1))
+
+
+@dataclass
+class ModelConfig:
+    """The language model: a hub id or local folder, or a random-init size for CPU runs."""
+
+    name: str = MISSING
+    family: str = "llama"
+    # Hub id or local folder of the checkpoint; null = build with random weights from the fields below.
+    path: Optional[str] = None
+    # True when no public checkpoint exists and the user must supply a local folder (the paper's Vicuna-65B).
+    local_only: bool = False
+    # Tokenizer: null = the checkpoint's own; "tiny" = the small offline tokenizer; or a folder/tokenizer.json.
+    tokenizer: Optional[str] = None
+    template: str = "vicuna_v1"
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: Optional[int] = None
+    vocab_size: int = 32000
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    # Published size in billions, for reports and checks (e.g. 33 for Vicuna-33B).
+    nominal_params_b: float = MISSING
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+
+
+@dataclass
+class VisionConfig:
+    """The CLIP vision tower (always frozen)."""
+
+    name: str = MISSING
+    path: Optional[str] = None  # hub id or folder; null = random init from the fields below
+    image_size: int = MISSING
+    patch_size: int = 14
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_layers: int = 24
+    num_heads: int = 16
+    # Features from the layer before the last, CLS token dropped (LLaVA's choice).
+    feature_layer: int = -2
+    feature_select: str = "default"
+
+
+@dataclass
+class ProjectorConfig:
+    """The vision-to-language projector."""
+
+    name: str = MISSING
+    type: str = "linear"  # linear | mlp2x_gelu
+
+
+@dataclass
+class TuningConfig:
+    """How stage 2 trains the LLM: full fine-tuning, LoRA or QLoRA, with its optimiser settings."""
+
+    name: str = MISSING
+    method: str = "full"  # full | lora | qlora
+    # Stage-2 optimisation; the presets take these from the model's recipe for the method.
+    lr: float = MISSING
+    global_batch_size: int = MISSING
+    micro_batch_size: int = MISSING
+    epochs: float = MISSING
+    nodes: int = MISSING
+    rank: int = 0
+    alpha: float = 0.0
+    dropout: float = 0.05
+    # Regex over module paths: LoRA goes on the language model's linear layers only, never on CLIP.
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # QLoRA: base weights in 4-bit NF4 with double quantisation.
+    bits: int = 16
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    # Also export a merged (LoRA folded into the base) Hugging Face folder at the end of stage 2.
+    merge_on_save: bool = False
+
+
+@dataclass
+class DataConfig:
+    """A training dataset: LLaVA-format JSON with images, optionally mixed with text-only ShareGPT."""
+
+    name: str = MISSING
+    kind: str = "llava"  # llava | synthetic
+    path: Optional[str] = None  # LLaVA-format JSON
+    image_folder: Optional[str] = None
+    sharegpt_path: Optional[str] = None
+    # Number of ShareGPT conversations added = sharegpt_ratio × number of LLaVA samples (0 = no mixing).
+    sharegpt_ratio: float = 0.0
+    max_length: int = 2048
+    image_aspect: str = "pad"  # pad (to square with the processor's mean colour) | resize
+    image_size: int = II("vision.image_size")  # what preprocessing produces; must equal the tower's
+    max_bad_fraction: float = 0.01
+    group_by_length: bool = True
+    num_workers: int = 4
+    # Synthetic data only: generated on first use under paths.data_dir.
+    synthetic_seed: int = 0
+    synthetic_num_train: int = 0
+    synthetic_num_eval: int = 0
+
+
+@dataclass
+class StageConfig:
+    """Which stages this run executes and where stage 2 finds its stage-1 projector."""
+
+    name: str = MISSING  # pretrain | finetune | both
+    # An explicit stage-1 projector (file or run folder); null = the stage-1 run with the matching id.
+    projector_path: Optional[str] = None
+
+
+@dataclass
+class PretrainConfig:
+    """Stage-1 optimisation (projector only), taken from the model's recipe."""
+
+    lr: float = II("model.recipe.pretrain.lr")
+    global_batch_size: int = II("model.recipe.pretrain.global_batch_size")
+    micro_batch_size: int = II("model.recipe.pretrain.micro_batch_size")
+    epochs: float = II("model.recipe.pretrain.epochs")
+    nodes: int = II("model.recipe.pretrain.nodes")
+
+
+@dataclass
+class TrainerConfig:
+    """Training-loop settings shared by both stages."""
+
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "linear"  # linear warm-up then this decay (the paper: linear)
+    weight_decay: float = 0.0
+    max_steps: int = -1  # > 0 caps every stage at this many optimiser steps (debugging, tests)
+    # Separate learning rate for the projector in stage 2; null = the stage's lr.
+    projector_lr: Optional[float] = None
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    gradient_checkpointing: bool = True
+    save_steps: int = 500
+    save_total_limit: int = 2
+    logging_steps: int = 10
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO settings; stage 0 = plain data parallel without DeepSpeed."""
+
+    name: str = MISSING
+    stage: int = 0
+    offload_optimizer: bool = False
+    offload_param: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    """Where runs execute: GPUs per node and their memory, and SLURM account settings."""
+
+    name: str = MISSING
+    gpus_per_node: int = 1
+    gpu_type: str = "cpu"
+    gpu_mem_gb: float = 0.0
+    cpus_per_task: int = 1
+    mem_gb_per_node: int = 0
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    timeout_min: int = 60
+    usd_per_gpu_hour_per_node: float = 13.63
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking: none or Weights & Biases."""
+
+    name: str = MISSING
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    mode: str = "online"  # online | offline
+
+
+@dataclass
+class EvalConfig:
+    """Which benchmarks to evaluate after training, and how to generate."""
+
+    name: str = MISSING
+    benchmarks: list[str] = field(default_factory=list)
+    num_beams: int = 1
+    max_new_tokens: int = 1024
+    batch_size: int = 8
+
+
+@dataclass
+class PathsConfig:
+    """Where runs, data and caches live; user-supplied checkpoint folders."""
+
+    root: str = "."
+    runs_dir: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    # The paper's own Vicuna-65B (not public): set LMM_VICUNA_65B or paths.vicuna_65b.
+    vicuna_65b: Optional[str] = None
+
+
+@dataclass
+class RunConfig:
+    """The whole composed config of one run."""
+
+    model: ModelConfig = MISSING
+    vision: VisionConfig = MISSING
+    projector: ProjectorConfig = MISSING
+    tuning: TuningConfig = MISSING
+    data: DataConfig = MISSING  # stage 2
+    pretrain_data: DataConfig = MISSING  # stage 1
+    stage: StageConfig = MISSING
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    deepspeed: DeepSpeedConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    logger: LoggerConfig = MISSING
+    eval: EvalConfig = MISSING
+    paths: PathsConfig = MISSING
+    sweep: str = "default"
+    seed: int = 42
+    dry_run: bool = False
+
+
+def register_configs() -> None:
+    """Register the run schema; `conf/train.yaml` lists it first so every group is typed and checked."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+register_configs()
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose a run config outside a Hydra app (tests, tools), exactly as `python -m lmm.train` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

@@ -1,0 +1,64 @@
+"""The one-screen plan of a run that `dry_run=true` prints instead of training."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id
+from lmm.validate import accumulation_steps, world_size
+
+TRAINABLE = {
+    "pretrain": "projector (CLIP and LLM frozen)",
+    "full": "projector + LLM (CLIP frozen)",
+    "lora": "projector + LoRA adapters on the LLM (LLM base and CLIP frozen)",
+    "qlora": "projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen)",
+}
+
+
+def stages_of(cfg: DictConfig) -> list[str]:
+    return {"pretrain": ["pretrain"], "finetune": ["finetune"], "both": ["pretrain", "finetune"]}[cfg.stage.name]
+
+
+def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
+    opt = cfg.pretrain if stage == "pretrain" else cfg.tuning
+    world = world_size(cfg, stage)
+    nodes = world // cfg.cluster.gpus_per_node
+    accum = accumulation_steps(opt.global_batch_size, opt.micro_batch_size, world)
+    what = TRAINABLE["pretrain" if stage == "pretrain" else cfg.tuning.method]
+    data = cfg.pretrain_data if stage == "pretrain" else cfg.data
+    lines = [
+        f"  [{stage}] trainable: {what}",
+        f"    data {data.name}, lr {opt.lr:g}, epochs {opt.epochs:g}, max length {data.max_length}",
+        f"    world {world} = {nodes} node(s) × {cfg.cluster.gpus_per_node} {cfg.cluster.gpu_type}; "
+        f"micro {opt.micro_batch_size} × accumulation {accum} × world {world} = global {opt.global_batch_size}",
+    ]
+    if stage == "finetune" and cfg.tuning.method != "full":
+        t = cfg.tuning
+        lines.append(f"    LoRA rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
+                     (f", base {t.bits}-bit {t.quant_type}" if t.method == "qlora" else ""))
+    return lines
+
+
+def format_plan(cfg: DictConfig, stage1_present: bool) -> str:
+    """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders."""
+    zero = cfg.deepspeed.stage
+    lines = [
+        f"run {run_id(cfg)}",
+        f"  model {cfg.model.name} + vision {cfg.vision.name} ({cfg.vision.image_size}px) + projector "
+        f"{cfg.projector.type}; seed {cfg.seed}; DeepSpeed {'ZeRO-' + str(zero) if zero else 'off'}",
+    ]
+    for stage in stages_of(cfg):
+        lines += _stage_lines(cfg, stage)
+    if cfg.stage.name != "pretrain":
+        if cfg.stage.projector_path:
+            source = f"stage.projector_path {cfg.stage.projector_path}"
+        else:
+            state = "present, reused" if stage1_present else (
+                "missing, trained first" if cfg.stage.name == "both" else "MISSING")
+            source = f"{stage1_id(cfg)} ({state})"
+        lines.append(f"  stage-1 projector: {source}")
+        lines.append(f"  stage-1 folder: {stage1_dir(cfg)}")
+    lines.append(f"  output: {run_dir(cfg)}")
+    if cfg.eval.benchmarks:
+        lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Launching runs: identity, run folders, done-markers, locks, ranks from SLURM."""

@@ -1,0 +1,97 @@
+"""Run identity: deterministic run ids from the resolved config, and the folders they name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that say where things are or how a run is watched, not what it computes: a moved data folder
+# or another hub mirror must not change a run's identity.
+_LOCATION_KEYS = {"path", "image_folder", "sharegpt_path", "num_workers", "tokenizer"}
+# Trainer settings that do not change the trained weights.
+_TRAINER_BOOKKEEPING = {"save_steps", "save_total_limit", "logging_steps", "gradient_checkpointing"}
+
+
+def _strip(node, drop: set[str]):
+    if isinstance(node, dict):
+        return {k: _strip(v, drop) for k, v in sorted(node.items()) if k not in drop}
+    if isinstance(node, list):
+        return [_strip(v, drop) for v in node]
+    return node
+
+
+def _digest(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _section(cfg: DictConfig, key: str) -> dict:
+    return _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS)
+
+
+def _trainer(cfg: DictConfig) -> dict:
+    return _strip(OmegaConf.to_container(cfg.trainer, resolve=True), _TRAINER_BOOKKEEPING)
+
+
+def stage1_id(cfg: DictConfig) -> str:
+    """Id of the stage-1 run: LLM, tower, projector, stage-1 data and optimisation, seed."""
+    payload = {
+        "stage": "pretrain",
+        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "pretrain_data", "pretrain")},
+        "trainer": {k: v for k, v in _trainer(cfg).items() if k != "projector_lr"},
+        "deepspeed_stage": int(cfg.deepspeed.stage),
+        "seed": int(cfg.seed),
+    }
+    slug = f"s1-{cfg.model.name}-{cfg.vision.name}-{cfg.projector.name}-{cfg.pretrain_data.name}"
+    return f"{slug}-{_digest(payload)}"
+
+
+def _tuning_slug(cfg: DictConfig) -> str:
+    t = cfg.tuning
+    return t.method if t.method == "full" else f"{t.method}{t.rank}"
+
+
+def stage2_id(cfg: DictConfig) -> str:
+    """Id of the stage-2 run: everything stage 1 depends on, plus tuning, data and the projector source."""
+    source = cfg.stage.projector_path or stage1_id(cfg)
+    payload = {
+        "stage": "finetune",
+        "stage1": source,
+        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "tuning", "data")},
+        "trainer": _trainer(cfg),
+        "deepspeed_stage": int(cfg.deepspeed.stage),
+        "seed": int(cfg.seed),
+    }
+    slug = f"{cfg.model.name}-{cfg.vision.name}-{cfg.projector.name}-{_tuning_slug(cfg)}-{cfg.data.name}"
+    return f"{slug}-{_digest(payload)}"
+
+
+def run_id(cfg: DictConfig) -> str:
+    """The id of the run this config describes (stage 1 for stage=pretrain, else stage 2)."""
+    return stage1_id(cfg) if cfg.stage.name == "pretrain" else stage2_id(cfg)
+
+
+def runs_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.runs_dir).expanduser().resolve()
+
+
+def stage1_dir(cfg: DictConfig) -> Path:
+    """Stage-1 runs are shared by every sweep, so they live outside the sweep folders."""
+    return runs_dir(cfg) / "stage1" / stage1_id(cfg)
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    if cfg.stage.name == "pretrain":
+        return stage1_dir(cfg)
+    return runs_dir(cfg) / cfg.sweep / stage2_id(cfg)
+
+
+def stage1_command(cfg: DictConfig) -> str:
+    """The command that trains the stage-1 run this config needs."""
+    return (
+        f"python -m lmm.train stage=pretrain model={cfg.model.name} vision={cfg.vision.name} "
+        f"projector={cfg.projector.name} data@pretrain_data={cfg.pretrain_data.name} seed={cfg.seed}"
+    )

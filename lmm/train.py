@@ -1,0 +1,31 @@
+"""`python -m lmm.train`: the Hydra entry point that validates, plans and runs one grid point."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import lmm.config  # noqa: F401  (registers the schema and resolvers before Hydra composes)
+from lmm.dryrun import format_plan
+from lmm.launch.identity import stage1_dir
+from lmm.validate import validate
+
+
+def stage1_present(cfg: DictConfig) -> bool:
+    return (stage1_dir(cfg) / "DONE").exists()
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    present = stage1_present(cfg)
+    validate(cfg, stage1_exists=present)
+    if cfg.dry_run:
+        print(format_plan(cfg, present), flush=True)
+        return
+    from lmm.pipeline import run_pipeline  # heavy imports (torch, transformers) only for real runs
+
+    run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Config tree: every option and experiment composes and validates; invalid combinations fail clearly."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmm.config import CONF_DIR, compose
+from lmm.launch.identity import run_id, stage1_id
+from lmm.validate import ConfigError, validate
+
+REPO = CONF_DIR.parent
+GROUPS = ["model", "vision", "projector", "tuning", "data", "stage", "deepspeed", "cluster", "logger", "eval",
+          "paths", "debug"]
+# Options that only make sense with companions (an 8-GPU cluster needs a paper-sized batch).
+COMPANIONS = {("cluster", "a100_80g"): ["model=33b"], ("deepspeed", "paper"): ["tuning=lora"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def experiments() -> list[str]:
+    root = CONF_DIR / "experiment"
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group, option):
+    cfg = compose([f"{group}={option}", *COMPANIONS.get((group, option), [])])
+    validate(cfg)
+    if group in ("model", "vision", "tuning", "data", "deepspeed", "cluster", "logger", "eval", "projector"):
+        assert cfg[group].name == option
+
+
+def test_groups_have_the_required_options():
+    assert {"7b", "13b", "33b", "65b", "70b", "tiny_s", "tiny_m", "tiny_l"} <= set(options("model"))
+    assert {"clip_l14_224", "clip_l14_336"} <= set(options("vision"))
+    assert set(options("tuning")) == {"full", "lora", "qlora"}
+    assert {"linear", "mlp2x_gelu"} <= set(options("projector"))
+    assert {"laion_cc_sbu_558k", "llava_80k", "llava_80k_sharegpt", "synthetic"} <= set(options("data"))
+    assert {"zero2", "zero3", "none"} <= set(options("deepspeed"))
+    assert {"local", "submitit_local", "slurm"} <= set(options("hydra/launcher"))
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_every_experiment_composes_and_validates(name):
+    cfg = compose([f"experiment={name}"])
+    validate(cfg)
+    assert cfg.sweep == name.split("/")[0]
+    assert cfg.cluster.gpus_per_node == 8 and cfg.pretrain_data.name == "laion_cc_sbu_558k"
+    # The paper's DeepSpeed choice per method.
+    assert cfg.deepspeed.stage == (2 if cfg.tuning.method == "qlora" else 3)
+
+
+def test_experiments_cover_every_table():
+    tables = {e.split("/")[0] for e in experiments()}
+    assert tables == {"table1", "table2", "table3", "table4", "table5"}
+    # Table 4 has nine columns.
+    assert len([e for e in experiments() if e.startswith("table4/") and "alpha16" not in e]) == 9
+
+
+def test_paper_values_in_presets():
+    c = compose(["experiment=table4/33b_lora64"])
+    assert (c.model.hidden_size, c.vision.image_size, c.tuning.rank, c.tuning.alpha) == (6656, 336, 64, 128)
+    assert (c.tuning.lr, c.tuning.global_batch_size, c.tuning.nodes) == (1e-4, 64, 1)
+    assert c.data.max_length == 2048 and c.trainer.warmup_ratio == 0.03
+    c = compose(["experiment=table4/65b_lora64"])
+    assert c.tuning.nodes == 2 and c.model.hidden_size == 8192
+    c = compose(["experiment=table4/65b_full"])
+    assert (c.tuning.lr, c.tuning.global_batch_size, c.tuning.nodes, c.deepspeed.stage) == (2e-5, 512, 4, 3)
+    c = compose(["experiment=table4/33b_qlora64"])
+    assert (c.tuning.bits, c.tuning.quant_type, c.tuning.double_quant, c.deepspeed.stage) == (4, "nf4", True, 2)
+    # Sweeping the rank alone keeps alpha = 2 × rank.
+    assert compose(["tuning=lora", "tuning.rank=8"]).tuning.alpha == 16
+
+
+def _error(overrides: list[str], **kw) -> str:
+    cfg = compose(overrides)
+    with pytest.raises(ConfigError) as info:
+        validate(cfg, **kw)
+    return str(info.value)
+
+
+def test_qlora_with_zero3_is_rejected():
+    msg = _error(["tuning=qlora", "deepspeed=zero3"])
+    assert "tuning.method = qlora" in msg and "deepspeed.stage = 3" in msg and "deepspeed=zero2" in msg
+
+
+@pytest.mark.parametrize("field", ["rank", "alpha"])
+@pytest.mark.parametrize("value", [0, -8])
+def test_lora_rank_and_alpha_must_be_positive(field, value):
+    msg = _error(["tuning=lora", f"tuning.{field}={value}"])
+    assert f"tuning.{field} = {value}" in msg and "must be > 0" in msg
+
+
+def test_image_size_must_match_the_tower():
+    msg = _error(["vision=clip_l14_336", "data.image_size=224"])
+    assert "data.image_size = 224" in msg and "vision.image_size = 336" in msg and "clip_l14_224" in msg
+
+
+@pytest.mark.parametrize("override", ["tuning.lr=0", "tuning.lr=-1e-4", "pretrain.lr=0"])
+def test_learning_rate_must_be_positive(override):
+    field = override.split("=")[0]
+    assert f"{field} = " in _error([override]) and "must be > 0" in _error([override])
+
+
+def test_global_batch_must_divide_into_micro_batches_times_gpus():
+    msg = _error(["model=33b", "cluster=a100_80g", "tuning.global_batch_size=100"])
+    assert "tuning.global_batch_size = 100" in msg and "tuning.micro_batch_size (4)" in msg
+    assert "world size (32" in msg and "multiple of 128" in msg
+
+
+def test_finetune_without_a_stage1_source_is_rejected():
+    msg = _error(["stage=finetune"], stage1_exists=False)
+    assert "stage.name = finetune" in msg and "stage.projector_path" in msg
+    assert "python -m lmm.train stage=pretrain model=tiny_s vision=tiny_32" in msg
+    # With an explicit projector, or when the stage-1 run exists, it is fine.
+    validate(compose(["stage=finetune", "stage.projector_path=/some/projector"]), stage1_exists=False)
+    validate(compose(["stage=finetune"]), stage1_exists=True)
+
+
+def test_every_problem_is_reported_at_once():
+    msg = _error(["tuning=qlora", "deepspeed=zero3", "tuning.rank=0", "tuning.lr=0"])
+    # alpha follows rank (2 × 0), so it is reported too.
+    assert msg.count("\n  - ") == 4
+    for field in ("tuning.rank = 0", "tuning.alpha = 0", "deepspeed.stage = 3", "tuning.lr = 0"):
+        assert field in msg
+
+
+def test_unknown_group_option_fails_in_hydra():
+    from hydra.errors import MissingConfigException
+
+    for override in ["model=99b", "vision=clip_h14", "tuning=dora"]:
+        with pytest.raises(MissingConfigException):
+            compose([override])
+
+
+def test_run_id_is_deterministic_and_sensitive():
+    a = run_id(compose(["model=33b", "tuning=lora"]))
+    assert a == run_id(compose(["tuning=lora", "model=33b"]))
+    assert re.fullmatch(r"33b-tiny_32-linear-lora64-synthetic-[0-9a-f]{8}", a)
+    assert a != run_id(compose(["model=33b", "tuning=lora", "tuning.rank=8"]))
+    # Where data lives, how a run is logged or evaluated, and the dry-run flag do not change identity.
+    assert a == run_id(compose(["model=33b", "tuning=lora", "paths.data_dir=/elsewhere", "logger=wandb",
+                                "eval=llava_bench", "eval.num_beams=5", "dry_run=true"]))
+    # Stage 1 is shared by every tuning method.
+    assert stage1_id(compose(["tuning=lora"])) == stage1_id(compose(["tuning=full"]))
+    assert stage1_id(compose(["seed=1"])) != stage1_id(compose([]))
+
+
+def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmm.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_multirun_dry_run_prints_four_plans(tmp_path):
+    args = ["-m", "model=33b,65b", "tuning=lora,full", "dry_run=true", f"paths.root={tmp_path}"]
+    first = _train(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    ids = re.findall(r"^run (\S+)$", first.stdout, flags=re.M)
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert {i.split("-")[0] for i in ids} == {"33b", "65b"}
+    again = _train(*args, cwd=tmp_path)
+    assert re.findall(r"^run (\S+)$", again.stdout, flags=re.M) == ids
+    assert not (tmp_path / "runs" / "default" / ids[0]).exists()  # a dry run creates no run folder
+
+
+def test_dry_run_plan_shows_the_run(tmp_path):
+    out = _train("experiment=table4/33b_full", "dry_run=true", f"paths.root={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for text in ["run 33b-clip_l14_336-linear-full-llava_80k-", "ZeRO-3", "projector + LLM (CLIP frozen)",
+                 "micro 4 × accumulation 4 × world 32 = global 512", f"{tmp_path}/runs/table4/"]:
+        assert text in out.stdout
+
+
+def test_invalid_config_fails_before_anything_runs(tmp_path):
+    out = _train("tuning=qlora", "deepspeed=zero3", f"paths.root={tmp_path}", cwd=tmp_path)
+    assert out.returncode != 0 and "deepspeed=zero2" in out.stderr
+    runs = tmp_path / "runs" / "default"
+    assert not runs.exists() or [p.name for p in runs.iterdir()] == [".hydra"]  # only Hydra's own log
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = _train("--cfg", "job", "model=70b", cwd=tmp_path)
+    assert out.returncode == 0 and "hidden_size: 8192" in out.stdout and "template: llama_2" in out.stdout
