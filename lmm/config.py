@@ -135,6 +135,9 @@ class DataConfig:
     max_bad_fraction: float = 0.01
     group_by_length: bool = True
     num_workers: int = 4
+    # For the pre-flight planner (no data is read): dataset size and mean text tokens per sample.
+    num_samples: Optional[int] = None
+    mean_text_tokens: Optional[float] = None
     # Synthetic data only: generated on first use under paths.data_dir.
     synthetic_seed: int = 0
     synthetic_num_train: int = 0
@@ -240,6 +243,17 @@ class PathsConfig:
 
 
 @dataclass
+class PlanConfig:
+    """The pre-flight planner: memory fit and time/cost prediction before submission."""
+
+    # Submit runs predicted to run out of memory anyway.
+    force: bool = False
+    format: str = "table"  # table | json
+    # Achieved FLOP/s per GPU (the time model's one efficiency constant), in TFLOP/s; null = calibrated.
+    achieved_tflops_per_gpu: Optional[float] = None
+
+
+@dataclass
 class RunConfig:
     """The whole composed config of one run."""
 
@@ -257,6 +271,7 @@ class RunConfig:
     logger: LoggerConfig = MISSING
     eval: EvalConfig = MISSING
     paths: PathsConfig = MISSING
+    plan: PlanConfig = field(default_factory=PlanConfig)
     sweep: str = "default"
     seed: int = 42
     dry_run: bool = False

@@ -1,0 +1,136 @@
+"""Assembles an LLM and a CLIP tower into one LLaVA checkpoint folder, once per (LLM, tower, projector)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlavaConfig
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+from lmm.data.tokenizer import image_token_id, load_tokenizer
+from lmm.models.llava import LinearProjector, LmmLlava
+
+log = logging.getLogger(__name__)
+MARKER = "ASSEMBLED"
+
+
+class MissingCheckpoint(FileNotFoundError):
+    """A preset points at weights that are not there (e.g. the paper's unreleased Vicuna-65B)."""
+
+
+def num_image_tokens(vision: DictConfig) -> int:
+    """Patches per image (CLS dropped): 256 at 224 px, 576 at 336 px with 14 px patches."""
+    return (vision.image_size // vision.patch_size) ** 2
+
+
+def assembled_dir(cfg: DictConfig) -> Path:
+    """Cache folder of the assembled checkpoint; its name hashes everything that shapes the weights."""
+    spec = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("vision", "projector")}
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("recipe", None)
+    spec.update(model=model, seed=int(cfg.seed))
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{cfg.model.name}-{cfg.vision.name}-{cfg.projector.type}-{digest}"
+    return Path(cfg.paths.cache_dir).expanduser().resolve() / "assembled" / name
+
+
+def llm_source(cfg: DictConfig) -> str | None:
+    """Hub id or folder of the LLM; None for random init. Fails clearly for missing local-only weights."""
+    m = cfg.model
+    if m.local_only and (not m.path or not Path(m.path).is_dir()):
+        raise MissingCheckpoint(
+            f"model={m.name} needs a local checkpoint folder (no public weights exist), got model.path = "
+            f"{m.path!r}. Set LMM_VICUNA_65B=/path/to/vicuna-65b or paths.vicuna_65b=/path/to/vicuna-65b."
+        )
+    return m.path
+
+
+def _llm(cfg: DictConfig, vocab_size: int) -> LlamaForCausalLM:
+    source = llm_source(cfg)
+    if source:
+        llm = LlamaForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    else:
+        m = cfg.model
+        llm = LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab_size, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+            num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+            num_key_value_heads=m.num_kv_heads or m.num_heads, max_position_embeddings=m.max_position_embeddings,
+            rms_norm_eps=m.rms_norm_eps, tie_word_embeddings=False,
+        ))
+    if llm.get_input_embeddings().num_embeddings < vocab_size:
+        # New rows (the <image> token) start at the mean embedding; padded to a multiple of 64 for speed.
+        llm.resize_token_embeddings(vocab_size, pad_to_multiple_of=64 if source else None)
+    return llm
+
+
+def _tower(cfg: DictConfig) -> tuple[CLIPVisionModel, CLIPImageProcessor]:
+    v = cfg.vision
+    if v.path:
+        return CLIPVisionModel.from_pretrained(v.path), CLIPImageProcessor.from_pretrained(v.path)
+    config = CLIPVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
+                              num_hidden_layers=v.num_layers, num_attention_heads=v.num_heads,
+                              image_size=v.image_size, patch_size=v.patch_size)
+    size = v.image_size
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPVisionModel(config), processor
+
+
+def _build(cfg: DictConfig, out: Path) -> None:
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cache_dir=cfg.paths.cache_dir)
+    torch.manual_seed(int(cfg.seed))
+    llm = _llm(cfg, len(tokenizer))
+    tower, processor = _tower(cfg)
+    config = LlavaConfig(
+        vision_config=tower.config, text_config=llm.config, image_token_index=image_token_id(tokenizer),
+        image_seq_length=num_image_tokens(cfg.vision), vision_feature_layer=int(cfg.vision.feature_layer),
+        vision_feature_select_strategy=cfg.vision.feature_select, projector_hidden_act="gelu",
+        projector_type=cfg.projector.type, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.device("meta"):
+        model = LmmLlava(config)
+    # Only the projector is new: initialise it for real, take every other weight from its checkpoint.
+    if cfg.projector.type == "linear":
+        projector = LinearProjector(config.vision_config.hidden_size, config.text_config.hidden_size)
+    else:
+        projector = LlavaMultiModalProjector(config)
+    state = {f"model.vision_tower.{k}": v for k, v in tower.state_dict().items()}
+    state.update({f"model.language_model.{k}": v for k, v in llm.model.state_dict().items()})
+    state.update({f"model.multi_modal_projector.{k}": v for k, v in projector.state_dict().items()})
+    state["lm_head.weight"] = llm.lm_head.weight
+    model.load_state_dict(state, assign=True, strict=True)
+    model.to(torch.bfloat16 if cfg.model.path else torch.float32)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+@contextmanager
+def _exclusive(lock_path: Path):
+    """A lock file, so that one rank (or job) assembles while the others wait for it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def assemble(cfg: DictConfig) -> Path:
+    """The assembled checkpoint folder (CLIP + projector + LLM + tokenizer + image processor), built once."""
+    out = assembled_dir(cfg)
+    if (out / MARKER).exists():
+        return out
+    with _exclusive(out.with_suffix(".lock")):
+        if not (out / MARKER).exists():
+            log.info("assembling %s", out)
+            _build(cfg, out)
+            (out / MARKER).write_text("ok\n")
+    return out

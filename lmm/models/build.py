@@ -1,0 +1,62 @@
+"""Builds the model of one training stage: loads the assembled LLaVA, the stage-1 projector, trainability."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+
+from lmm.models.assemble import assemble
+from lmm.models.llava import LmmLlava, projector_module
+from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
+
+log = logging.getLogger(__name__)
+PROJECTOR_FILE = "projector.safetensors"
+# bitsandbytes matches skip-module names from the start of the module path.
+QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def compute_dtype(cfg: DictConfig) -> torch.dtype:
+    """bf16 on GPU (the paper's setting), fp32 on CPU unless asked."""
+    precision = cfg.trainer.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def quantization_config(cfg: DictConfig, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
+    t = cfg.tuning
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=t.quant_type,
+                              bnb_4bit_use_double_quant=bool(t.double_quant), bnb_4bit_compute_dtype=dtype,
+                              llm_int8_skip_modules=QLORA_SKIP_MODULES)
+
+
+def load_projector(model, path: Path) -> None:
+    """Load stage-1 projector weights (a file, or a stage-1 run folder holding one)."""
+    path = Path(path)
+    file = path / PROJECTOR_FILE if path.is_dir() else path
+    projector_module(model).load_state_dict(load_file(str(file)), strict=True)
+
+
+def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = None):
+    """The model to train in `stage`, with the stage-1 projector loaded for stage 2."""
+    folder = assemble(cfg)
+    dtype = compute_dtype(cfg)
+    kwargs = {}
+    if stage == "finetune" and cfg.tuning.method == "qlora":
+        kwargs["quantization_config"] = quantization_config(cfg, dtype)
+    model = LmmLlava.from_pretrained(folder, dtype=dtype, **kwargs)
+    if stage1_projector is not None:
+        load_projector(model, stage1_projector)
+    model = apply_trainability(model, stage, cfg.tuning)
+    if cfg.trainer.gradient_checkpointing and stage == "finetune":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    log.info("parameters (%s, %s):\n%s", stage, cfg.tuning.method if stage == "finetune" else "projector",
+             format_parameter_table(parameter_table(model)))
+    return model

@@ -1,0 +1,1 @@
+"""Training one stage with transformers' Trainer: arguments, DeepSpeed config, the trainer, throughput."""

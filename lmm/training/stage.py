@@ -1,0 +1,132 @@
+"""Trains one stage in a run folder: resumes from its latest checkpoint, saves its artifacts, returns stats."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, CLIPImageProcessor
+from transformers.trainer_utils import get_last_checkpoint
+
+from lmm.models.assemble import assemble, num_image_tokens
+from lmm.models.build import build_model
+from lmm.models.checkpoint import export_merged
+from lmm.models.llava import projector_module, projector_state_dict
+from lmm.models.trainable import parameter_table
+from lmm.training.arguments import training_arguments
+from lmm.training.data import build_training_data
+from lmm.training.trainer import LmmTrainer, ThroughputCallback, peak_memory_gb
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def is_main_process() -> bool:
+    return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _gathered_projector_state(model) -> dict:
+    """The projector's full weights on every rank, gathering ZeRO-3 partitions when needed."""
+    params = list(projector_module(model).parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return projector_state_dict(model)
+    return projector_state_dict(model)
+
+
+def _save_projector_file(model, out_dir: Path) -> None:
+    state = _gathered_projector_state(model)
+    if is_main_process():
+        from safetensors.torch import save_file
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "projector.safetensors"))
+
+
+def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path) -> None:
+    """stage 1: the projector. stage 2: a Hugging Face folder (full) or adapters (+ merged export)."""
+    _save_projector_file(trainer.model, out_dir)
+    if stage == "pretrain":
+        return
+    if cfg.tuning.method == "full":
+        trainer.save_model(str(out_dir / "model"))
+        if is_main_process():
+            AutoTokenizer.from_pretrained(assembled).save_pretrained(out_dir / "model")
+            CLIPImageProcessor.from_pretrained(assembled).save_pretrained(out_dir / "model")
+    else:
+        trainer.save_model(str(out_dir / "adapter"))
+        barrier()
+        if cfg.tuning.merge_on_save and is_main_process():
+            export_merged(cfg, out_dir)
+    barrier()
+
+
+def _loss_history(trainer: LmmTrainer) -> list[dict]:
+    return [{"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
+            for e in trainer.state.log_history if "loss" in e]
+
+
+def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Path | None = None) -> dict:
+    """Train `stage` ("pretrain" or "finetune") into `out_dir`; returns the stage's statistics."""
+    started = time.time()
+    assembled = assemble(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(assembled)
+    processor = CLIPImageProcessor.from_pretrained(assembled)
+    model = build_model(cfg, stage, stage1_projector)
+    data = build_training_data(cfg, stage, tokenizer, processor, num_image_tokens(cfg.vision))
+    ckpt_dir = out_dir / CHECKPOINTS
+    args = training_arguments(cfg, stage, ckpt_dir, run_name=out_dir.name)
+    trainer = LmmTrainer(
+        model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
+        train_sampler_factory=data.sampler_factory,
+        projector_lr=cfg.trainer.projector_lr if stage == "finetune" else None,
+    )
+    trainer.add_callback(ThroughputCallback(trainer))
+    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if resume:
+        log.info("resuming %s from %s", stage, resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    _save_artifacts(cfg, stage, trainer, out_dir, assembled)
+    table = parameter_table(trainer.model)
+    losses = _loss_history(trainer)
+    world = max(trainer.args.world_size, 1)
+    stats = {
+        "stage": stage,
+        "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0),
+        "tokens": int(trainer.tokens_seen * world),  # this rank's count × ranks (batches are balanced)
+        "padding_fraction": round(1 - trainer.tokens_seen / trainer.padded_tokens_seen, 4)
+        if trainer.padded_tokens_seen else None,
+        "wall_time_s": round(time.time() - started, 2),
+        "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+        "world_size": world,
+        "params_trainable": sum(c["trainable"] for c in table.values()),
+        "params_total": sum(c["trainable"] + c["frozen"] for c in table.values()),
+        "params_by_component": table,
+        "peak_memory_gb": round(peak_memory_gb(), 3),
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "mean_train_loss": float(result.training_loss),
+        "losses": losses,
+        "resumed_from": Path(resume).name if resume else None,
+        "data": data.stats,
+        "assembled": str(assembled),
+    }
+    barrier()
+    if is_main_process():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: its artifacts replace the checkpoints
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return stats
