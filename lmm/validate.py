@@ -90,8 +90,8 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None) -> list[str]:
                 f"vision.image_size = {v.image_size}): remove the override or pick the tower trained at "
                 f"{d.image_size} px (e.g. vision=clip_l14_{d.image_size})."
             )
-        if d.image_aspect not in ("pad", "resize"):
-            out.append(f"{key}.image_aspect = {d.image_aspect!r} must be pad or resize.")
+        if d.image_aspect not in ("pad", "resize", "crop"):
+            out.append(f"{key}.image_aspect = {d.image_aspect!r} must be pad, resize or crop.")
         if d.sharegpt_ratio < 0 or (d.sharegpt_ratio > 0 and not d.sharegpt_path):
             out.append(f"{key}.sharegpt_ratio = {d.sharegpt_ratio} needs >= 0 and a {key}.sharegpt_path.")
         if d.max_length > cfg.model.max_position_embeddings:

@@ -30,7 +30,7 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One chat-completions call. `tag` is the caller's label (e.g. a question id), not part of the cache key."""
+    """One chat-completions call; `tag` labels it for the caller (a question id, say), not the cache."""
 
     messages: Sequence[Mapping[str, str]]
     temperature: float = 0.0
@@ -74,7 +74,13 @@ class JudgeBatch:
     def write_jsonl(self, path: str | Path) -> None:
         """Save the replies (content, tag, status) one JSON object a line; no request headers are kept."""
         rows = [
-            {"tag": r.tag, "content": r.content, "cached": r.cached, "parse_failure": r.parse_failure, "error": r.error}
+            {
+                "tag": r.tag,
+                "content": r.content,
+                "cached": r.cached,
+                "parse_failure": r.parse_failure,
+                "error": r.error,
+            }
             for r in self.results
         ]
         _atomic_write(Path(path), "".join(json.dumps(row, default=str) + "\n" for row in rows))
@@ -215,7 +221,7 @@ class JudgeClient:
             raise _Retryable(f"connection error: {type(e).__name__}") from None
 
     def _post(self, body: Mapping) -> tuple[int, bytes]:
-        """POST with retries on 429/5xx/connection errors: Retry-After when given, else exponential backoff."""
+        """POST, retrying 429/5xx/connection errors after Retry-After if given, else exponential backoff."""
         for attempt in range(self.max_retries + 1):
             try:
                 return self._post_once(body)
@@ -257,7 +263,7 @@ class JudgeClient:
         def safe(request: JudgeRequest) -> JudgeResult:
             try:
                 return self.complete(request)
-            except Exception as e:  # one bad item must not sink a batch of hundreds
+            except Exception as e:  # noqa: BLE001 -- one bad item must not sink a batch of hundreds
                 return JudgeResult(None, tag=request.tag, error=self._scrub(f"{type(e).__name__}: {e}"))
 
         with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
@@ -265,7 +271,10 @@ class JudgeClient:
         batch = JudgeBatch(results)
         if batch.errors:
             log.warning(
-                "%d of %d judge calls failed (%d unparseable replies)", batch.errors, len(results), batch.parse_failures
+                "%d of %d judge calls failed (%d unparseable replies)",
+                batch.errors,
+                len(results),
+                batch.parse_failures,
             )
         return batch
 

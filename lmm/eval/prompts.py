@@ -122,7 +122,9 @@ def llava_bench_items(
             category=q["category"],
             rules=rules,
         )
-        items.append(JudgeItem(question_id=qid, category=LLAVA_BENCH_PREFIX + q["category"], messages=messages))
+        items.append(
+            JudgeItem(question_id=qid, category=LLAVA_BENCH_PREFIX + q["category"], messages=messages)
+        )
     return items
 
 
@@ -142,7 +144,7 @@ def build_mmvet_query(grader_prompt: str, question: str, ground_truth: str, pred
         raise ValueError("an MM-Vet question without a ground truth cannot be graded")
     # The few-shot rows write "<AND>"/"<OR>" with spaces around them; ground truths in mm-vet.json do not.
     spaced = ground_truth.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
-    return grader_prompt + "\n" + " | ".join([question, spaced, prediction, ""])
+    return f"{grader_prompt}\n{question} | {spaced} | {prediction} | "
 
 
 def build_mmvet_messages(grader_prompt: str, question: str, ground_truth: str, prediction: str) -> list[dict]:
@@ -183,12 +185,14 @@ class VicunaTemplates:
 def build_vicuna_messages(
     question: str, answer_1: str, answer_2: str, category: str, templates: VicunaTemplates
 ) -> tuple[list[dict], dict]:
-    """Pairwise review messages (answer 1 = baseline, answer 2 = target) and the reviewer's sampling params."""
+    """Pairwise review messages (answer 1 = baseline, answer 2 = target) and the reviewer's sampling."""
     reviewer = templates.reviewer_for(category)
     prompt = templates.prompt_for(reviewer)
     user = prompt["prompt_template"].format(
         question=question, answer_1=answer_1, answer_2=answer_2, **prompt.get("defaults", {})
     )
     params = dict(JUDGE_PARAMS["vicuna80"])
-    params.update({k: v for k, v in reviewer.get("metadata", {}).items() if k in ("temperature", "max_tokens")})
+    params.update(
+        {k: v for k, v in reviewer.get("metadata", {}).items() if k in ("temperature", "max_tokens")}
+    )
     return _chat(prompt["system_prompt"], user), params

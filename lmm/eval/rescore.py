@@ -32,7 +32,7 @@ def read_tsv(path: str | Path) -> list[dict]:
 
 
 def merge_mmvet_grades(files: Sequence[str | Path]) -> dict:
-    """One grade mapping from one or more grade files: the runs of later files follow those of earlier ones."""
+    """One grade mapping from one or more grade files; later files' runs follow earlier files' runs."""
     merged: dict[str, dict] = {}
     for path in files:
         for qid, record in read_json(path).items():
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lmm.eval.rescore",
         description="Recompute a benchmark score from saved judge outputs.",
         epilog=(
-            "FILE per benchmark: llava_bench = review jsonl files, one per judge run (rows with category, tuple); "
+            "FILE per benchmark: llava_bench = review jsonl files, one per judge run "
+            "(rows with category, tuple); "
             "mmvet = grade json (question id -> {score: [per run]}), one or more files; "
             "mmbench = TSV with index, prediction, answer; vicuna80 = one review jsonl (rows with score)."
         ),

@@ -103,7 +103,12 @@ def llava_bench_short_name(category: str) -> str:
 def llava_bench_review_row(question_id: int, category: str, reply: str) -> dict:
     """A review row in the published layout, for a judge reply to one LLaVA-Bench question."""
     full = category if category.startswith(LLAVA_BENCH_PREFIX) else LLAVA_BENCH_PREFIX + category
-    return {"question_id": question_id, "category": full, "content": reply, "tuple": list(parse_score_pair(reply))}
+    return {
+        "question_id": question_id,
+        "category": full,
+        "content": reply,
+        "tuple": list(parse_score_pair(reply)),
+    }
 
 
 def _llava_bench_order(names: Iterable[str]) -> list[str]:
@@ -177,10 +182,18 @@ def paper_category_names(categories: Mapping[str, float]) -> dict[str, float]:
     return {LLAVA_BENCH_PAPER_NAMES.get(k, k): v for k, v in categories.items()}
 
 
-def vicuna80_score(rows: Iterable[Mapping], question_categories: Mapping[int, str] | None = None) -> BenchmarkScore:
+def _ratio_of_sums(pairs: Sequence[tuple[float, float]]) -> float:
+    """sum(target) / sum(reference) x 100 (equal to LLaVA-Bench's ratio of means up to float rounding)."""
+    return sum(p[1] for p in pairs) / sum(p[0] for p in pairs) * 100
+
+
+def vicuna80_score(
+    rows: Iterable[Mapping], question_categories: Mapping[int, str] | None = None
+) -> BenchmarkScore:
     """Vicuna-80 relative score of one review file: sum(target) / sum(reference) x 100.
 
-    Rows carry `score: [reference, target]` (or `text` to parse). Categories need a question_id -> category map.
+    Rows carry `score: [reference, target]` (or `text` to parse).
+    Per-category scores need a question_id -> category map.
     """
     pairs: list[tuple[float, float]] = []
     by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -191,11 +204,10 @@ def vicuna80_score(rows: Iterable[Mapping], question_categories: Mapping[int, st
             by_category[question_categories[row["question_id"]]].append(pair)
     if not pairs:
         raise ValueError("a Vicuna-80 review file has no rows")
-    # A ratio of sums equals the ratio of means: the same statistic as LLaVA-Bench.
-    overall = _relative(pairs)
+    overall = _ratio_of_sums(pairs)
     return BenchmarkScore(
         overall=round1(overall),
-        categories={name: round1(_relative(p)) for name, p in sorted(by_category.items())},
+        categories={name: round1(_ratio_of_sums(p)) for name, p in sorted(by_category.items())},
         runs=[round1(overall)],
         std=0.0,
         parse_failures=sum(p == FAILED_PAIR for p in pairs),
@@ -242,7 +254,8 @@ def grade_mmvet_with_retries(
 ) -> MMVetGrade:
     """Grade one MM-Vet answer with the published retry rule.
 
-    `judge_call(messages, temperature)` makes one grader call and returns the reply text (None on failure).
+    `judge_call(messages, temperature)` makes one grader call and returns the reply text; None (a call that
+    failed even after the client's own retries) counts as an invalid reply, so check `valid` and re-grade.
     The first call sends `query` at temperature 0. While the reply is no valid grade, the query is re-sent
     with a request for a digit appended, at temperature 0, 0.5, 1.0, ... . The published loop gives up
     (grade 0.0) on its `max_retries`-th retry without reading that last reply; this keeps that behaviour
@@ -406,5 +419,10 @@ def mmbench_circular(rows: Iterable[Mapping], category_column: str | None = None
         categories={name: round1(sum(v) / len(v) * 100) for name, v in sorted(by_category.items())},
         runs=[overall],
         std=0.0,
-        details={"correct": n_correct, "questions": len(correct), "passes": len(rows), "category_column": column},
+        details={
+            "correct": n_correct,
+            "questions": len(correct),
+            "passes": len(rows),
+            "category_column": column,
+        },
     )

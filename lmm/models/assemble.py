@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, 
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from lmm.data.tokenizer import image_token_id, load_tokenizer
+from lmm.launch.filelock import exclusive
 from lmm.models.llava import LinearProjector, LmmLlava
 
 log = logging.getLogger(__name__)
@@ -111,24 +110,12 @@ def _build(cfg: DictConfig, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-@contextmanager
-def _exclusive(lock_path: Path):
-    """A lock file, so that one rank (or job) assembles while the others wait for it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def assemble(cfg: DictConfig) -> Path:
     """The assembled checkpoint folder (CLIP + projector + LLM + tokenizer + image processor), built once."""
     out = assembled_dir(cfg)
     if (out / MARKER).exists():
         return out
-    with _exclusive(out.with_suffix(".lock")):
+    with exclusive(out.with_suffix(".lock")):
         if not (out / MARKER).exists():
             log.info("assembling %s", out)
             _build(cfg, out)

@@ -55,7 +55,10 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
         load_projector(model, stage1_projector)
     model = apply_trainability(model, stage, cfg.tuning)
     if cfg.trainer.gradient_checkpointing and stage == "finetune":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     log.info("parameters (%s, %s):\n%s", stage, cfg.tuning.method if stage == "finetune" else "projector",
              format_parameter_table(parameter_table(model)))

@@ -20,7 +20,7 @@ from lmm.models.llava import projector_module, projector_state_dict
 from lmm.models.trainable import parameter_table
 from lmm.training.arguments import training_arguments
 from lmm.training.data import build_training_data
-from lmm.training.trainer import LmmTrainer, ThroughputCallback, peak_memory_gb
+from lmm.training.trainer import LmmTrainer, peak_memory_gb
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -93,7 +93,6 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         train_sampler_factory=data.sampler_factory,
         projector_lr=cfg.trainer.projector_lr if stage == "finetune" else None,
     )
-    trainer.add_callback(ThroughputCallback(trainer))
     resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if resume:
         log.info("resuming %s from %s", stage, resume)

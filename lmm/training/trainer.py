@@ -1,11 +1,11 @@
-"""The Trainer: modality-grouped sampling, a separate projector learning rate, throughput accounting."""
+"""The Trainer: modality-grouped sampling, a separate projector learning rate, throughput in the logs."""
 
 from __future__ import annotations
 
 import time
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 
 class LmmTrainer(Trainer):
@@ -21,6 +21,7 @@ class LmmTrainer(Trainer):
         self.projector_lr = projector_lr
         self.tokens_seen = 0
         self.padded_tokens_seen = 0
+        self._last_log = (time.perf_counter(), 0)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_factory is None:
@@ -54,31 +55,18 @@ class LmmTrainer(Trainer):
             self.padded_tokens_seen += int(mask.numel())
         return super().training_step(model, inputs, num_items_in_batch)
 
-
-class ThroughputCallback(TrainerCallback):
-    """Adds tokens/s, padding fraction and peak memory to every log line."""
-
-    def __init__(self, trainer: LmmTrainer):
-        self.trainer = trainer
-        self.started = None
-        self.last_time = None
-        self.last_tokens = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = self.last_time = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "loss" not in logs:
-            return
-        now, tokens = time.perf_counter(), self.trainer.tokens_seen
-        world = max(args.world_size, 1)
-        logs["tokens_per_s"] = round(world * (tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1)
-        padded = self.trainer.padded_tokens_seen
-        logs["padding_fraction"] = round(1 - tokens / padded, 4) if padded else 0.0
-        logs["peak_mem_gb"] = round(peak_memory_gb(), 3)
-        self.last_time, self.last_tokens = now, tokens
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """Training logs gain tokens/s (all ranks), the padding fraction so far and peak memory."""
+        if "loss" in logs:
+            now, tokens = time.perf_counter(), self.tokens_seen
+            last_time, last_tokens = self._last_log
+            world = max(self.args.world_size, 1)
+            logs["tokens_per_s"] = round(world * (tokens - last_tokens) / max(now - last_time, 1e-9), 1)
+            padded = self.padded_tokens_seen
+            logs["padding_fraction"] = round(1 - tokens / padded, 4) if padded else 0.0
+            logs["peak_mem_gb"] = round(peak_memory_gb(), 3)
+            self._last_log = (now, tokens)
+        super().log(logs, *args, **kwargs)
 
 
 def peak_memory_gb() -> float:

@@ -1,0 +1,1 @@
+"""Conversation data: templates, tokenisation with label masking, datasets, synthetic data."""
