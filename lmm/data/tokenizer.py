@@ -20,27 +20,33 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from . import synthetic, templates
+from . import templates
 
 IMAGE_TOKEN = templates.IMAGE_TOKEN
 TINY_VERSION = 1
-TINY_PIECES = 720  # BPE pieces learned on top of the alphabet; with bytes and specials ~1k ids in all
 LLAMA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
-# Common English, so that prompts outside the synthetic data still tokenise into sensible pieces.
-_BASIC_ENGLISH = """
-the be to of and a in that have I it for not on with he as you do at this but his by from they we say
-her she or an will my one all would there their what so up out if about who get which go me when make
-can like time no just him know take people into year your good some could them see other than then now
-look only come its over think also back after use two how our work first well way even new want because
-any these give day most us is are was were has had been am did does done said yes please thank thanks
-hello hi help answer question questions image picture photo shows show see describe detail detailed
-colour color shape shapes word text written letters number many how where which what left right top
-bottom middle centre center small big large single plain background white black dark nothing else rest
-empty total there here in on at the of one two three four five six seven eight nine ten zero plus minus
-equal equals bigger smaller opposite spell hot cold day night up down chat between curious user
-artificial intelligence assistant gives helpful polite answers user's questions language vision visual
-content provides able understand variety tasks using natural You are
+# The tiny tokenizer's whole vocabulary of words: each becomes one "▁word" piece. It is frozen here
+# (not read from the synthetic generator) so that the tiny tokenizer, and the ids in tests and
+# checkpoints, change only when this list does; bump TINY_VERSION when editing it. Words outside
+# it still tokenise, into smaller pieces or bytes.
+TINY_WORDS = """
+a about after all also am an and answer answers any are as ask assist assistant at back background be
+because been before between big bigger black blue bottom box but by can cat centre chat circle circles
+cold colour colours color come content could count cup curious day describe detail detailed did do does
+dog done down each else empty equal equals even first five for four from get give gives go good green
+had has hat have he help helpful her here hi him his hello hot how i if image images in intelligence
+into is it its just know language large left letters like look make many me middle minus more most my
+natural new night nine no not nothing now number of on one only opposite or orange other our out over
+pen people photo picture plain please plus polite provides purple question questions red rest right
+said say see seven shape shapes she show shows single six small smaller so some spell square squares
+star stars sun take tasks ten text than thank thanks that the their them then there these they think
+this those three time to top total triangle triangles two understand up us use user using variety
+vision visual was way we well were what where which white who why will with word words would written
+yellow yes you your zero able artificial briefly phrase reads shown part
+A An And Answer Are Can Describe Do Does How In Is It No Nothing One Two Three Four Five Six Seven Eight
+Nine Ten Spell Text That The There This What Where Which Who Why Yes You
+USER ASSISTANT SYSTEM INST SYS
 """.split()
 
 
@@ -50,15 +56,13 @@ def default_cache_dir() -> Path:
 
 
 def tiny_corpus() -> list[str]:
-    """The text the tiny tokenizer is trained on: synthetic data, prompt templates, basic English."""
-    lines = list(synthetic.corpus_lines())
-    # Repeated so the role markers become whole pieces, as they would in a real vocabulary.
-    lines += [templates.VICUNA_SYSTEM, templates.LLAMA_2_SYSTEM, "USER: ASSISTANT:", "[INST] <<SYS>> <</SYS>> [/INST]"] * 10
-    lines += [" ".join(_BASIC_ENGLISH)] * 3
-    # Each character once, so every printable ASCII character has a piece of its own.
-    lines.append(" ".join(string.ascii_letters + string.digits + string.punctuation))
-    # No newline in training: like LLaMA, "\n" then falls back to its byte token <0x0A>.
-    return [line.replace("\n", " ") for line in lines]
+    """Training text for the tiny tokenizer: every word of TINY_WORDS, and every printable character."""
+    words = sorted(set(TINY_WORDS))
+    # A word right after punctuation or a newline has no "▁" ("[INST]", "\nWhat"): learn those forms
+    # for the capitalised words too.
+    glued = " ".join("(" + w for w in words if w[0].isupper())
+    chars = " ".join(string.ascii_letters + string.digits + string.punctuation)
+    return [" ".join(words), glued, chars]
 
 
 def build_tiny_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
@@ -69,7 +73,7 @@ def build_tiny_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedToken
     legacy LLaMA tokenizer it puts "▁" in front of every piece of text between special tokens.
     """
     corpus = tiny_corpus()
-    key = hashlib.sha256(json.dumps([TINY_VERSION, TINY_PIECES, corpus]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([TINY_VERSION, corpus]).encode()).hexdigest()[:12]
     folder = Path(cache_dir or default_cache_dir()) / f"tiny-tokenizer-{key}"
     if not (folder / "tokenizer.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +89,12 @@ def build_tiny_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedToken
 
 def _train_tiny(corpus: list[str]) -> Tokenizer:
     alphabet = sorted(set(string.printable.strip()) | {"▁"})
+    # A generous size: training stops by itself once every word is one piece.
     trainer = trainers.BpeTrainer(
-        vocab_size=len(alphabet) + TINY_PIECES, initial_alphabet=alphabet, special_tokens=[],
-        show_progress=False, min_frequency=1,
+        vocab_size=8192, initial_alphabet=alphabet, special_tokens=[], show_progress=False, min_frequency=1,
     )
     learner = Tokenizer(models.BPE())
-    learner.pre_tokenizer = _metaspace()
+    learner.pre_tokenizer = _pre_tokenizer()
     learner.train_from_iterator(corpus, trainer)
     learned = json.loads(learner.to_str())["model"]
     pieces = sorted(learned["vocab"], key=learned["vocab"].get)
@@ -101,7 +105,7 @@ def _train_tiny(corpus: list[str]) -> Tokenizer:
         vocab={t: i for i, t in enumerate(vocab_list)}, merges=merges, unk_token="<unk>",
         byte_fallback=True, fuse_unk=True,
     ))
-    tok.pre_tokenizer = _metaspace()
+    tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
@@ -111,9 +115,14 @@ def _train_tiny(corpus: list[str]) -> Tokenizer:
     return tok
 
 
-def _metaspace():
-    # prepend_scheme="always": "▁" before every piece between special tokens, as legacy LLaMA does.
-    return pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+def _pre_tokenizer():
+    # prepend_scheme="always": "▁" before every piece between special tokens, as legacy LLaMA does;
+    # punctuation and single digits stand alone, as they mostly do in LLaMA's vocabulary.
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
 
 
 def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:

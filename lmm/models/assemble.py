@@ -51,8 +51,7 @@ def llm_source(cfg: DictConfig) -> str | None:
     return m.path
 
 
-def _llm(cfg: DictConfig, vocab_size: int) -> LlamaForCausalLM:
-    source = llm_source(cfg)
+def _llm(cfg: DictConfig, source: str | None, vocab_size: int) -> LlamaForCausalLM:
     if source:
         llm = LlamaForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
     else:
@@ -82,9 +81,10 @@ def _tower(cfg: DictConfig) -> tuple[CLIPVisionModel, CLIPImageProcessor]:
 
 
 def _build(cfg: DictConfig, out: Path) -> None:
-    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cache_dir=cfg.paths.cache_dir)
+    source = llm_source(cfg)  # first: a missing local checkpoint fails before anything is fetched
+    tokenizer = load_tokenizer(cfg.model.tokenizer or source, cache_dir=cfg.paths.cache_dir)
     torch.manual_seed(int(cfg.seed))
-    llm = _llm(cfg, len(tokenizer))
+    llm = _llm(cfg, source, len(tokenizer))
     tower, processor = _tower(cfg)
     config = LlavaConfig(
         vision_config=tower.config, text_config=llm.config, image_token_index=image_token_id(tokenizer),
@@ -115,6 +115,7 @@ def assemble(cfg: DictConfig) -> Path:
     out = assembled_dir(cfg)
     if (out / MARKER).exists():
         return out
+    llm_source(cfg)
     with exclusive(out.with_suffix(".lock")):
         if not (out / MARKER).exists():
             log.info("assembling %s", out)

@@ -1,0 +1,110 @@
+"""What one training stage processes: samples, tokens per sample, batch, world size and what it trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from lmm.plan.params import image_tokens
+from lmm.validate import world_size
+
+# Mean tokens of one text-only ShareGPT conversation, an order-of-magnitude estimate (the paper does not
+# give it): Vicuna's ShareGPT data is cut into chunks of at most 2048 tokens, and the 370M training tokens
+# the paper quotes for Vicuna-33B (footnote 2), read as ~125K conversations × 3 epochs, give ~1,000 tokens
+# per conversation. Read from `data.sharegpt_mean_text_tokens` instead once that config field exists.
+SHAREGPT_MEAN_TEXT_TOKENS = 1000.0
+
+
+@dataclass(frozen=True)
+class StageWorkload:
+    """The inputs of the memory and time models for one stage of one run."""
+
+    stage: str  # pretrain | finetune
+    method: str  # projector (stage 1) | full | lora | qlora
+    data_name: str
+    image_samples: Optional[int]  # per epoch; None = unknown (data.num_samples unset)
+    text_only_samples: int  # mixed-in ShareGPT conversations per epoch
+    epochs: float
+    image_tokens: int
+    seq_image: float  # mean sequence of an image sample: image tokens + mean text, capped at max_length
+    seq_text_only: float  # mean sequence of a text-only sample
+    seq_peak: int  # the longest micro-batch the collator can build: data.max_length (memory is sized for it)
+    micro_batch: int
+    global_batch: int
+    nodes: int
+    world: int
+    gradient_checkpointing: bool
+    precision: str  # bf16 | fp32
+    lora_rank: int
+    lora_dropout: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def samples(self) -> Optional[int]:
+        return None if self.image_samples is None else self.image_samples + self.text_only_samples
+
+    @property
+    def optimizer_steps(self) -> Optional[int]:
+        if self.samples is None:
+            return None
+        return int(self.samples * self.epochs // self.global_batch)
+
+
+def stages_of(cfg: DictConfig) -> list[str]:
+    """The stages `stage.name` runs, in order."""
+    return {"pretrain": ["pretrain"], "finetune": ["finetune"], "both": ["pretrain", "finetune"]}[cfg.stage.name]
+
+
+def precision_of(cfg: DictConfig) -> str:
+    """`auto` is bf16 on the GPUs the planner sizes for (fp32 only when asked for explicitly)."""
+    return "fp32" if cfg.trainer.precision == "fp32" else "bf16"
+
+
+def workload(cfg: DictConfig, stage: str) -> StageWorkload:
+    """Read the stage's data, optimisation and parallelism settings from the run config."""
+    data = cfg.pretrain_data if stage == "pretrain" else cfg.data
+    opt = cfg.pretrain if stage == "pretrain" else cfg.tuning
+    method = "projector" if stage == "pretrain" else cfg.tuning.method
+    notes: list[str] = []
+    max_len = int(data.max_length)
+    img = image_tokens(cfg.vision)
+
+    if data.kind == "synthetic":
+        samples: Optional[int] = int(data.synthetic_num_train)
+    elif data.num_samples is not None:
+        samples = int(data.num_samples)
+    else:
+        samples = None
+        notes.append(f"{'pretrain_data' if stage == 'pretrain' else 'data'}.num_samples unset: no time or cost")
+    text = data.mean_text_tokens
+    if text is None:
+        text = max(max_len - img, 0)
+        notes.append(f"{data.name}: mean_text_tokens unset, assumed every sample fills max_length {max_len}")
+    text_only = round(float(data.sharegpt_ratio) * samples) if samples is not None else 0
+    sharegpt_text = data.get("sharegpt_mean_text_tokens") or SHAREGPT_MEAN_TEXT_TOKENS
+
+    world = world_size(cfg, stage)
+    t = cfg.tuning
+    return StageWorkload(
+        stage=stage,
+        method=method,
+        data_name=str(data.name),
+        image_samples=samples,
+        text_only_samples=text_only,
+        epochs=float(opt.epochs),
+        image_tokens=img,
+        seq_image=min(img + float(text), max_len),
+        seq_text_only=min(float(sharegpt_text), max_len),
+        seq_peak=max_len,
+        micro_batch=int(opt.micro_batch_size),
+        global_batch=int(opt.global_batch_size),
+        nodes=world // int(cfg.cluster.gpus_per_node),
+        world=world,
+        gradient_checkpointing=bool(cfg.trainer.gradient_checkpointing),
+        precision=precision_of(cfg),
+        lora_rank=int(t.rank) if method in ("lora", "qlora") else 0,
+        lora_dropout=float(t.dropout) if method in ("lora", "qlora") else 0.0,
+        notes=tuple(notes),
+    )
