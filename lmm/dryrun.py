@@ -5,6 +5,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id
+from lmm.plan import preflight
+from lmm.plan.report import summary_line
 from lmm.validate import accumulation_steps, world_size
 
 TRAINABLE = {
@@ -40,7 +42,7 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
 
 
 def format_plan(cfg: DictConfig, stage1_present: bool) -> str:
-    """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders."""
+    """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders, and the planner's line."""
     zero = cfg.deepspeed.stage
     lines = [
         f"run {run_id(cfg)}",
@@ -59,6 +61,7 @@ def format_plan(cfg: DictConfig, stage1_present: bool) -> str:
         lines.append(f"  stage-1 projector: {source}")
         lines.append(f"  stage-1 folder: {stage1_dir(cfg)}")
     lines.append(f"  output: {run_dir(cfg)}")
+    lines.append(f"  {summary_line(preflight(cfg, stage1_present=stage1_present))}")
     if cfg.eval.benchmarks:
         lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
     return "\n".join(lines)

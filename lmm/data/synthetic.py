@@ -187,7 +187,9 @@ def description(scene: Scene) -> str:
 
 def short_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
     """All (question, one-word answer) pairs the image decides."""
-    pick = lambda kind: rng.choice(QUESTIONS[kind])  # noqa: E731 - a local shorthand
+    def pick(kind: str) -> str:
+        return rng.choice(QUESTIONS[kind])
+
     if scene.capability == "recognition":
         return [(pick("colour"), scene.colour), (pick("shape"), scene.shape)]
     if scene.capability == "spatial":
@@ -326,8 +328,8 @@ def generate(
     four JSON files and of the image folder that their `image` fields are relative to.
     """
     out = Path(out_dir)
-    params = dict(version=GENERATOR_VERSION, seed=seed, num_train=num_train, num_eval=num_eval,
-                  image_size=image_size, num_text=num_train if num_text is None else num_text)
+    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_eval": num_eval,
+              "image_size": image_size, "num_text": num_train if num_text is None else num_text}
     paths = _paths(out)
     marker = out / MARKER
     if marker.exists() and json.loads(marker.read_text()) == params and all(p.exists() for p in paths.values()):

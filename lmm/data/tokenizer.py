@@ -30,7 +30,7 @@ LLAMA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 # (not read from the synthetic generator) so that the tiny tokenizer, and the ids in tests and
 # checkpoints, change only when this list does; bump TINY_VERSION when editing it. Words outside
 # it still tokenise, into smaller pieces or bytes.
-TINY_WORDS = """
+_TINY_WORDS_TEXT = """
 a about after all also am an and answer answers any are as ask assist assistant at back background be
 because been before between big bigger black blue bottom box but by can cat centre chat circle circles
 cold colour colours color come content could count cup curious day describe detail detailed did do does
@@ -47,7 +47,8 @@ yellow yes you your zero able artificial briefly phrase reads shown part
 A An And Answer Are Can Describe Do Does How In Is It No Nothing One Two Three Four Five Six Seven Eight
 Nine Ten Spell Text That The There This What Where Which Who Why Yes You
 USER ASSISTANT SYSTEM INST SYS
-""".split()
+"""
+TINY_WORDS = _TINY_WORDS_TEXT.split()
 
 
 def default_cache_dir() -> Path:
@@ -144,8 +145,11 @@ def load_tokenizer(path_or_name: str | Path, cache_dir: str | Path | None = None
 
 def _prepare(tok) -> PreTrainedTokenizerFast:
     """Add `<image>` as a special token if missing, pick a pad token, pad on the right for training."""
-    if tok.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tok.unk_token_id):
-        tok.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+    if IMAGE_TOKEN not in tok.all_special_tokens:
+        # Registered as a named special token too (not only an added one), so that decoding with
+        # skip_special_tokens drops it; normalized=False keeps LLaMA's "▁" prefixing off it.
+        image = AddedToken(IMAGE_TOKEN, special=True, normalized=False)
+        tok.add_special_tokens({"extra_special_tokens": [image]}, replace_extra_special_tokens=False)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
     for role in ("bos_token", "eos_token"):

@@ -16,13 +16,12 @@ Per token, a linear with N weights costs 2N forward; its backward costs 2N for t
 - A 4-bit QLoRA base multiplies in bf16 after dequantising, so its FLOPs equal LoRA's (no time factor: the
   paper measures QLoRA at 4.68 vs LoRA's 4.79 GPU-hours per node for 33B, equal within its noise, and the
   dequantisation cost roughly cancels ZeRO-2's saved parameter all-gathers).
-Embedding look-ups, norms, activations functions and the optimizer step are memory-bound and ignored.
+Embedding look-ups, norms, activation functions and the optimizer step are memory-bound and ignored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -43,11 +42,11 @@ class SampleFlops:
     def total(self) -> float:
         return self.forward + self.backward + self.recompute + self.vision
 
-    def __add__(self, other: "SampleFlops") -> "SampleFlops":
+    def __add__(self, other: SampleFlops) -> SampleFlops:
         return SampleFlops(self.forward + other.forward, self.backward + other.backward,
                            self.recompute + other.recompute, self.vision + other.vision)
 
-    def scaled(self, k: float) -> "SampleFlops":
+    def scaled(self, k: float) -> SampleFlops:
         return SampleFlops(self.forward * k, self.backward * k, self.recompute * k, self.vision * k)
 
 
@@ -77,7 +76,7 @@ def sample_flops(cfg: DictConfig, counts: ParamCounts, w: StageWorkload, seq: fl
     return SampleFlops(forward, activation_grad + weight_grad, recompute, vision)
 
 
-def epoch_flops(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> Optional[SampleFlops]:
+def epoch_flops(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> SampleFlops | None:
     """FLOPs of all the stage's epochs (image samples plus mixed-in text-only samples); None if unknown."""
     if w.image_samples is None:
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from omegaconf import DictConfig
 
@@ -15,6 +14,11 @@ from lmm.validate import world_size
 # the paper quotes for Vicuna-33B (footnote 2), read as ~125K conversations × 3 epochs, give ~1,000 tokens
 # per conversation. Read from `data.sharegpt_mean_text_tokens` instead once that config field exists.
 SHAREGPT_MEAN_TEXT_TOKENS = 1000.0
+# Memory is sized for the longest micro-batch, not the mean one. Without a per-data-set maximum in the
+# config, the longest text is taken as this multiple of the mean, capped at data.max_length: LLaVA-80K's
+# long conversations (4 × 380 + 576 image tokens) then fill the 2048-token window, as they do, while
+# LAION-CC-SBU's one-line BLIP captions (≈16 tokens on average) stay short (576 + 64).
+PEAK_TEXT_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,13 @@ class StageWorkload:
     stage: str  # pretrain | finetune
     method: str  # projector (stage 1) | full | lora | qlora
     data_name: str
-    image_samples: Optional[int]  # per epoch; None = unknown (data.num_samples unset)
+    image_samples: int | None  # per epoch; None = unknown (data.num_samples unset)
     text_only_samples: int  # mixed-in ShareGPT conversations per epoch
     epochs: float
     image_tokens: int
     seq_image: float  # mean sequence of an image sample: image tokens + mean text, capped at max_length
     seq_text_only: float  # mean sequence of a text-only sample
-    seq_peak: int  # the longest micro-batch the collator can build: data.max_length (memory is sized for it)
+    seq_peak: int  # the longest sample (memory is sized for micro-batches of it): see PEAK_TEXT_FACTOR
     micro_batch: int
     global_batch: int
     nodes: int
@@ -42,11 +46,11 @@ class StageWorkload:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def samples(self) -> Optional[int]:
+    def samples(self) -> int | None:
         return None if self.image_samples is None else self.image_samples + self.text_only_samples
 
     @property
-    def optimizer_steps(self) -> Optional[int]:
+    def optimizer_steps(self) -> int | None:
         if self.samples is None:
             return None
         return int(self.samples * self.epochs // self.global_batch)
@@ -72,7 +76,7 @@ def workload(cfg: DictConfig, stage: str) -> StageWorkload:
     img = image_tokens(cfg.vision)
 
     if data.kind == "synthetic":
-        samples: Optional[int] = int(data.synthetic_num_train)
+        samples: int | None = int(data.synthetic_num_train)
     elif data.num_samples is not None:
         samples = int(data.num_samples)
     else:
@@ -83,7 +87,11 @@ def workload(cfg: DictConfig, stage: str) -> StageWorkload:
         text = max(max_len - img, 0)
         notes.append(f"{data.name}: mean_text_tokens unset, assumed every sample fills max_length {max_len}")
     text_only = round(float(data.sharegpt_ratio) * samples) if samples is not None else 0
-    sharegpt_text = data.get("sharegpt_mean_text_tokens") or SHAREGPT_MEAN_TEXT_TOKENS
+    sharegpt_text = float(data.get("sharegpt_mean_text_tokens") or SHAREGPT_MEAN_TEXT_TOKENS)
+    peak_text = data.get("max_text_tokens") or PEAK_TEXT_FACTOR * float(text)
+    peak = img + peak_text
+    if text_only:
+        peak = max(peak, PEAK_TEXT_FACTOR * sharegpt_text)
 
     world = world_size(cfg, stage)
     t = cfg.tuning
@@ -97,7 +105,7 @@ def workload(cfg: DictConfig, stage: str) -> StageWorkload:
         image_tokens=img,
         seq_image=min(img + float(text), max_len),
         seq_text_only=min(float(sharegpt_text), max_len),
-        seq_peak=max_len,
+        seq_peak=int(min(peak, max_len)),
         micro_batch=int(opt.micro_batch_size),
         global_batch=int(opt.global_batch_size),
         nodes=world // int(cfg.cluster.gpus_per_node),

@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, CLIPImageProcessor
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmm.models.assemble import assemble, num_image_tokens
 from lmm.models.build import build_model
@@ -73,6 +72,25 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
     barrier()
 
 
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete checkpoint; partial ones (a job killed while saving) are removed.
+
+    Trainer writes `trainer_state.json` last, so a checkpoint without it is incomplete.
+    """
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for candidate in found:
+        if (candidate / "trainer_state.json").exists():
+            return candidate
+        log.warning("removing incomplete checkpoint %s", candidate)
+        barrier()
+        if is_main_process():
+            shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
 def _loss_history(trainer: LmmTrainer) -> list[dict]:
     return [{"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
             for e in trainer.state.log_history if "loss" in e]
@@ -93,10 +111,10 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         train_sampler_factory=data.sampler_factory,
         projector_lr=cfg.trainer.projector_lr if stage == "finetune" else None,
     )
-    resume = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming %s from %s", stage, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     _save_artifacts(cfg, stage, trainer, out_dir, assembled)
     table = parameter_table(trainer.model)
     losses = _loss_history(trainer)
@@ -118,7 +136,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         "final_loss": losses[-1]["loss"] if losses else None,
         "mean_train_loss": float(result.training_loss),
         "losses": losses,
-        "resumed_from": Path(resume).name if resume else None,
+        "resumed_from": resume.name if resume else None,
         "data": data.stats,
         "assembled": str(assembled),
     }

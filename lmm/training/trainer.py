@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from transformers import Trainer
+
+from lmm.models.build import PROJECTOR_FILE, load_projector
+from lmm.models.llava import projector_state_dict
+
+
+def _is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
 
 
 class LmmTrainer(Trainer):
@@ -54,6 +64,35 @@ class LmmTrainer(Trainer):
             self.tokens_seen += int(mask.sum())
             self.padded_tokens_seen += int(mask.numel())
         return super().training_step(model, inputs, num_items_in_batch)
+
+    # -- checkpoints without DeepSpeed (DeepSpeed's own checkpoints hold every parameter) ----------
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        """Also save the projector: a PEFT checkpoint holds only the adapters, not the trained projector.
+
+        Runs before Trainer writes `trainer_state.json`, the file that marks a checkpoint complete.
+        """
+        super()._save_optimizer_and_scheduler(output_dir)
+        if _is_peft(self.model) and not self.is_deepspeed_enabled and self.args.should_save:
+            save_file({k: v.contiguous() for k, v in projector_state_dict(self.model).items()},
+                      os.path.join(output_dir, PROJECTOR_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume every trained weight.
+
+        Trainer's own loader feeds the saved (original-format) keys to `load_state_dict(strict=False)`,
+        which silently skips LLaVA's renamed language-model keys; `from_pretrained` converts them.
+        """
+        model = self.model if model is None else model
+        if self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if _is_peft(model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            load_projector(model, Path(resume_from_checkpoint) / PROJECTOR_FILE)
+            return None
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(saved.state_dict(), strict=True)
+        return None
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         """Training logs gain tokens/s (all ranks), the padding fraction so far and peak memory."""

@@ -1,0 +1,275 @@
+"""The one-node SLURM cluster of scripts/slurm/ runs submitit jobs: results, tasks, failures, requeues.
+
+Needs the cluster up (`scripts/slurm/install.sh && scripts/slurm/start.sh`); the whole module is
+skipped otherwise. Every wait has a deadline, so a broken cluster fails a test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import submitit
+from omegaconf import OmegaConf
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("LMM_SLURM_STATE", "/tmp/lmm-slurm"))
+PRESET = OmegaConf.load(REPO / "conf" / "cluster" / "localhost_slurm.yaml")
+READY_STATES = {"idle", "mixed", "allocated", "completing"}
+DEADLINE_S = 45  # per wait; each test stays well under a minute on an idle cluster
+
+# Jobs unpickle this module's functions in a fresh interpreter where tests/ is not importable:
+# ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# ----------------------------------------------------------------------------- cluster fixture
+def _controller_listening(conf: str) -> bool:
+    """A fast refusal when slurmctld is down (sinfo itself retries for ~10 s before failing)."""
+    host, port = None, 6817
+    try:
+        for line in Path(conf).read_text().splitlines():
+            key, _, value = line.split("#")[0].strip().partition("=")
+            if key.lower() in ("slurmctldhost", "controlmachine") and host is None:
+                host = value.split("(")[0].strip()
+            elif key.lower() == "slurmctldport":
+                port = int(value.split("-")[0])
+    except (OSError, ValueError):
+        return True  # cannot tell: let sinfo decide
+    try:
+        with socket.create_connection((host or "localhost", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _slurm_conf() -> str | None:
+    """The config the slurm commands will read: SLURM_CONF, the default path, or start.sh's state."""
+    if os.environ.get("SLURM_CONF"):
+        return os.environ["SLURM_CONF"]
+    if Path("/etc/slurm/slurm.conf").exists():
+        return None  # the commands' default
+    state_conf = STATE / "etc" / "slurm.conf"
+    return str(state_conf) if state_conf.exists() else None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    """Skips the module unless sinfo reports a usable node; points SLURM_CONF at the cluster."""
+    if shutil.which("sinfo") is None:
+        pytest.skip("SLURM not installed (no sinfo on PATH): run scripts/slurm/install.sh")
+    with pytest.MonkeyPatch.context() as mp:
+        conf = _slurm_conf()
+        if conf:
+            mp.setenv("SLURM_CONF", conf)
+        if not _controller_listening(conf or "/etc/slurm/slurm.conf"):
+            pytest.skip("SLURM cluster not up (slurmctld not listening): run scripts/slurm/start.sh")
+        try:
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=15
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip("SLURM cluster not up (sinfo timed out): run scripts/slurm/start.sh")
+        states = set(out.stdout.split())
+        if out.returncode != 0 or not states & READY_STATES:
+            why = (out.stderr.strip().splitlines() or [f"node states {sorted(states)}"])[-1]
+            pytest.skip(f"SLURM cluster not up ({why}): run scripts/slurm/start.sh")
+        yield
+
+
+def _executor(folder: Path, **params) -> submitit.AutoExecutor:
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    ex.update_parameters(
+        slurm_partition=PRESET.partition, timeout_min=5, nodes=1, tasks_per_node=1, cpus_per_task=1
+    )
+    ex.update_parameters(**params)
+    return ex
+
+
+def _state(job: submitit.Job) -> str:
+    return job.watcher.get_state(job.job_id, mode="force")
+
+
+def _wait_done(job: submitit.Job, deadline_s: float = DEADLINE_S) -> float:
+    """Polls sacct until the job is finished; returns the seconds waited. Never hangs."""
+    t0 = time.monotonic()
+    while not job.done(force_check=True):
+        if time.monotonic() - t0 > deadline_s:
+            state = _state(job)
+            job.cancel(check=False)
+            pytest.fail(f"job {job.job_id} not done after {deadline_s} s (state {state}); cancelled")
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def _wait_for(predicate, what: str, job: submitit.Job, deadline_s: float = DEADLINE_S) -> None:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > deadline_s:
+            state = _state(job)
+            job.cancel(check=False)
+            pytest.fail(f"job {job.job_id}: {what} not seen after {deadline_s} s (state {state}); cancelled")
+        time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- job functions
+def where_am_i(x: int) -> dict:
+    return {
+        "square": x * x,
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "partition": os.environ.get("SLURM_JOB_PARTITION"),
+        "host": socket.gethostname(),
+    }
+
+
+def allreduce_rank() -> dict:
+    import torch
+    import torch.distributed as dist
+
+    env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    dist.init_process_group(backend="gloo", timeout=datetime.timedelta(seconds=30))
+    try:
+        t = torch.tensor([float(env.rank + 1)])
+        dist.all_reduce(t)
+        return {
+            "procid": int(os.environ["SLURM_PROCID"]),
+            "ntasks": int(os.environ["SLURM_NTASKS"]),
+            "rank": dist.get_rank(),
+            "world": dist.get_world_size(),
+            "sum": t.item(),
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+def sleep_forever(marker: str) -> None:
+    Path(marker).write_text(str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+def kill_myself() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def slot_holder(seconds: float) -> dict:
+    start = time.time()
+    time.sleep(seconds)
+    return {"start": start, "end": time.time(), "gpus": os.environ.get("SLURM_GPUS_ON_NODE")}
+
+
+class Counter(submitit.helpers.Checkpointable):
+    """Counts to n_steps, one step a second, keeping the count in a file; resumes from that file."""
+
+    def __call__(self, folder: str, n_steps: int) -> int:
+        count_file, log_file = Path(folder, "count"), Path(folder, "steps.log")
+        step = int(count_file.read_text()) if count_file.exists() else 0
+        attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
+        while step < n_steps:
+            time.sleep(1)
+            step += 1
+            tmp = count_file.with_suffix(".tmp")
+            tmp.write_text(str(step))
+            tmp.replace(count_file)
+            with log_file.open("a") as f:
+                f.write(f"{step} {attempt} {time.time():.3f}\n")
+        return step
+
+
+# ----------------------------------------------------------------------------- tests
+def test_function_runs_on_the_cluster_and_returns(tmp_path):
+    """(a) submitit → sbatch → srun → the function's return value comes back through the folder."""
+    job = _executor(tmp_path).submit(where_am_i, 7)
+    _wait_done(job)
+    out = job.result()
+    assert out["square"] == 49
+    assert out["job_id"] == job.job_id
+    assert out["partition"] == PRESET.partition
+    assert _state(job) == "COMPLETED"
+
+
+def test_two_tasks_all_reduce_with_gloo(tmp_path):
+    """(b) tasks_per_node=2: SLURM_PROCID 0/1, SLURM_NTASKS=2, and a 2-rank gloo all-reduce works."""
+    job = _executor(tmp_path, tasks_per_node=2).submit(allreduce_rank)
+    _wait_done(job)
+    results = sorted(job.results(), key=lambda r: r["procid"])
+    assert [r["procid"] for r in results] == [0, 1]
+    assert [r["rank"] for r in results] == [0, 1]
+    assert all(r["ntasks"] == 2 and r["world"] == 2 for r in results)
+    assert all(r["sum"] == 3.0 for r in results)  # (0 + 1) + (1 + 1)
+
+
+def test_cancelled_job_is_reported_failed(tmp_path):
+    """(c) a job killed by scancel never writes a result: sacct says CANCELLED and result() raises."""
+    marker = tmp_path / "running"
+    job = _executor(tmp_path).submit(sleep_forever, str(marker))
+    job._results_timeout_s = 2  # submitit waits 15 s for a result file that will never come
+    _wait_for(marker.exists, "the function starting", job)
+    job.cancel()
+    waited = _wait_done(job, deadline_s=30)
+    assert _state(job).startswith("CANCELLED")
+    with pytest.raises(submitit.core.utils.UncompletedJobError, match="CANCELLED"):
+        job.result()
+    assert waited < 30
+
+
+def test_killed_process_is_reported_failed(tmp_path):
+    """(c) a task SIGKILLed (as by the OOM killer) is FAILED in sacct and result() raises."""
+    job = _executor(tmp_path).submit(kill_myself)
+    job._results_timeout_s = 2
+    _wait_done(job, deadline_s=30)
+    assert _state(job) == "FAILED"
+    with pytest.raises(submitit.core.utils.UncompletedJobError, match="FAILED"):
+        job.result()
+
+
+def test_preset_slots_run_two_jobs_side_by_side(tmp_path):
+    """The localhost_slurm preset's request (1 GPU slot, 1 CPU, mem_gb_per_node) is accepted and two
+    such jobs share the node at the same time (gres slots + DefMemPerCPU/--mem fit twice)."""
+    ex = _executor(
+        tmp_path,
+        gpus_per_node=PRESET.gpus_per_node,
+        tasks_per_node=PRESET.gpus_per_node,
+        cpus_per_task=PRESET.cpus_per_task,
+        mem_gb=PRESET.mem_gb_per_node,
+    )
+    jobs = [ex.submit(slot_holder, 4.0) for _ in range(2)]
+    for job in jobs:
+        _wait_done(job)
+    a, b = (job.result() for job in jobs)
+    assert a["start"] < b["end"] and b["start"] < a["end"], (a, b)  # the runs overlap
+    assert a["gpus"] == b["gpus"] == "1", (a, b)  # each holds one of the node's 2 slots
+
+
+def test_requeue_resumes_from_checkpoint(tmp_path):
+    """(d) a time-out signal makes submitit checkpoint and `scontrol requeue`; the requeued job resumes
+    from its counter file and finishes: the steps continue 1..n without a restart from 1."""
+    n_steps = 6
+    job = _executor(tmp_path / "submitit").submit(Counter(), str(tmp_path), n_steps)
+    count_file = tmp_path / "count"
+    _wait_for(lambda: count_file.exists() and int(count_file.read_text() or 0) >= 2, "step 2", job)
+    t_interrupt = time.time()
+    job._interrupt(timeout=True)  # USR2 only: what SLURM sends before a time-out
+    _wait_done(job, deadline_s=50)
+    assert job.result() == n_steps
+
+    lines = [line.split() for line in (tmp_path / "steps.log").read_text().splitlines()]
+    steps = [int(s) for s, _, _ in lines]
+    attempts = [int(a) for _, a, _ in lines]
+    assert steps == list(range(1, n_steps + 1)), steps  # continued, never restarted
+    assert attempts[0] == 0 and attempts[-1] >= 1, attempts  # it really was requeued
+    first_after = min(float(t) for _, a, t in lines if int(a) >= 1)
+    requeue_s = first_after - 1.0 - t_interrupt  # the first step after a restart takes 1 s
+    print(f"requeue: interrupt → resumed in {requeue_s:.1f} s")
+    assert requeue_s < 40
