@@ -50,6 +50,7 @@ def run_pipeline(cfg: DictConfig) -> Path:
     target = run_dir(cfg)
     if is_done(target):
         log.info("run %s is done: skipped", target.name)
+        evaluate_if_asked(cfg, target)
         return target
     started = time.time()
     stage1 = None
@@ -75,4 +76,13 @@ def run_pipeline(cfg: DictConfig) -> Path:
     if (projector / "results.json").exists():
         record["stage1"]["wall_time_s"] = read_record(projector).get("pretrain", {}).get("wall_time_s")
     _finish(target, cfg, record)
+    evaluate_if_asked(cfg, target)
     return target
+
+
+def evaluate_if_asked(cfg: DictConfig, target: Path) -> None:
+    """Evaluate a trained run on `eval.benchmarks` (benchmarks already scored are skipped)."""
+    if cfg.eval.benchmarks and is_main_process():
+        from lmm.eval.runner import evaluate_run
+
+        evaluate_run(cfg, target)
