@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 import lmm.config  # noqa: F401  (registers the schema and resolvers before Hydra composes)
 from lmm.dryrun import format_plan
+from lmm.launch.distributed import setup_distributed_env
 from lmm.launch.identity import stage1_dir
 from lmm.validate import validate
 
@@ -22,6 +23,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.dry_run:
         print(format_plan(cfg, present), flush=True)
         return
+    setup_distributed_env(need_process_group=cfg.deepspeed.stage > 0)
     from lmm.pipeline import run_pipeline  # heavy imports (torch, transformers) only for real runs
 
     run_pipeline(cfg)

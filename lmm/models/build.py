@@ -40,7 +40,15 @@ def load_projector(model, path: Path) -> None:
     """Load stage-1 projector weights (a file, or a stage-1 run folder holding one)."""
     path = Path(path)
     file = path / PROJECTOR_FILE if path.is_dir() else path
-    projector_module(model).load_state_dict(load_file(str(file)), strict=True)
+    module, state = projector_module(model), load_file(str(file))
+    params = list(module.parameters())
+    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3 partitioned: gather, load, re-partition
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            module.load_state_dict(state, strict=True)
+    else:
+        module.load_state_dict(state, strict=True)
 
 
 def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = None):
