@@ -220,6 +220,53 @@ class LoggerConfig:
 
 
 @dataclass
+class BenchmarkPaths:
+    """Where each benchmark's published files live (LLaVA's playground/data/eval layout by default)."""
+
+    root: str = "${paths.data_dir}/eval"
+    # questions.jsonl, context.jsonl (captions), answers_gpt4.jsonl, images/
+    llava_bench: str = "${.root}/llava-bench-in-the-wild"
+    # qa90_questions.jsonl, qa90_gpt4_answer.jsonl, caps_boxes_coco2014_val_80.jsonl, images/ (COCO val2014)
+    llava_bench_coco: str = "${.root}/llava-bench-coco"
+    # The judge's rule prompts per category (LLaVA's llava/eval/table/rule.json).
+    llava_bench_rules: str = "${.root}/table/rule.json"
+    # mm-vet.json (id -> imagename, question, answer, capability), images/
+    mmvet: str = "${.root}/mm-vet"
+    # MM-Vet's few-shot grader prompt, as a text file.
+    mmvet_grader_prompt: str = "${.mmvet}/grader_prompt.txt"
+    # The MMBench TSV (base64 images, one row per circular pass).
+    mmbench: str = "${.root}/mmbench/mmbench_dev_20230712.tsv"
+    # FastChat's eval table: question.jsonl, prompt.jsonl, reviewer.jsonl, answer/
+    vicuna80: str = "${.root}/vicuna80"
+    vicuna80_reference: str = "${.vicuna80}/answer/answer_gpt35.jsonl"
+    # Hendrycks' layout: dev/<subject>_dev.csv (the 5 shots), test/<subject>_test.csv
+    mmlu: str = "${.root}/mmlu"
+    # eval.json + images/ of a synthetic data set; null = the run's own synthetic data (`data`).
+    synthetic: Optional[str] = None
+
+
+@dataclass
+class JudgeConfig:
+    """The LLM judge: any OpenAI-compatible chat-completions server."""
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    # One judge model for every benchmark; null = `models` (the judges of the published numbers).
+    model: Optional[str] = None
+    models: dict[str, str] = field(default_factory=lambda: {
+        "llava_bench": "gpt-4-0314", "llava_bench_coco": "gpt-4-0314", "mmvet": "gpt-4-0613", "vicuna80": "gpt-4",
+    })
+    # Judge runs averaged per benchmark (the paper averages 3 LLaVA-Bench runs); 1 where not listed.
+    num_runs: dict[str, int] = field(default_factory=lambda: {
+        "llava_bench": 3, "llava_bench_coco": 3, "mmvet": 3, "vicuna80": 1,
+    })
+    cache_dir: str = "${paths.cache_dir}/judge"
+    max_workers: int = 8
+    max_retries: int = 6
+    timeout_s: float = 120.0
+
+
+@dataclass
 class EvalConfig:
     """Which benchmarks to evaluate after training, and how to generate."""
 
@@ -228,6 +275,8 @@ class EvalConfig:
     num_beams: int = 1
     max_new_tokens: int = 1024
     batch_size: int = 8
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    paths: BenchmarkPaths = field(default_factory=BenchmarkPaths)
 
 
 @dataclass
@@ -278,7 +327,10 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the run schema; `conf/train.yaml` lists it first so every group is typed and checked."""
+    """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked)
+    and lmm's launchers (`hydra/launcher=slurm`, `submitit_local`)."""
+    import hydra_plugins.lmm_launcher.launcher  # noqa: F401  (stores the launcher configs)
+
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.dryrun import stages_of
-from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id
-from lmm.records import is_done, mark_done, read_record, write_record
+from lmm.launch.identity import run_dir, stage1_dir
+from lmm.launch.rundir import clear_failed, mark_failed, run_lock
+from lmm.records import build_run_record, build_stage1_record, is_done, mark_done, write_record
 from lmm.training.stage import barrier, is_main_process, train_stage
 
 log = logging.getLogger(__name__)
-
-
-def _choices(cfg: DictConfig) -> dict:
-    return {
-        "model": cfg.model.name, "vision": cfg.vision.name, "projector": cfg.projector.name,
-        "tuning": cfg.tuning.name, "data": cfg.data.name, "pretrain_data": cfg.pretrain_data.name,
-        "stage": cfg.stage.name, "deepspeed": cfg.deepspeed.name, "cluster": cfg.cluster.name,
-    }
 
 
 def _finish(folder: Path, cfg: DictConfig, record: dict) -> None:
@@ -39,45 +31,49 @@ def run_stage1(cfg: DictConfig) -> Path:
     if is_done(folder):
         log.info("stage 1 %s is done: reusing its projector", folder.name)
         return folder
-    stats = train_stage(cfg, "pretrain", folder)
-    _finish(folder, cfg, {"run_id": stage1_id(cfg), "kind": "stage1", "choices": _choices(cfg),
-                          "seed": int(cfg.seed), "pretrain": stats, "assembled": stats["assembled"]})
+    # Runs of one grid share stage 1: the first trains it, the others wait and then reuse it.
+    with run_lock(folder, wait=True):
+        if is_done(folder):
+            log.info("stage 1 %s was trained meanwhile: reusing its projector", folder.name)
+            return folder
+        stats = train_stage(cfg, "pretrain", folder)
+        _finish(folder, cfg, build_stage1_record(cfg, stats))
     return folder
 
 
 def run_pipeline(cfg: DictConfig) -> Path:
-    """Run the stages this config asks for; returns the run folder. A finished run is skipped."""
+    """Run the stages this config asks for; returns the run folder.
+
+    A finished run is skipped; a running one (its lock held by another job) raises RunLocked; a
+    failure leaves a FAILED note in the run folder (removed when a later attempt succeeds).
+    """
+    if cfg.stage.name == "pretrain":
+        return run_stage1(cfg)
     target = run_dir(cfg)
     if is_done(target):
         log.info("run %s is done: skipped", target.name)
         evaluate_if_asked(cfg, target)
         return target
-    started = time.time()
-    stage1 = None
-    if "pretrain" in stages_of(cfg):
-        stage1 = run_stage1(cfg)
-        if cfg.stage.name == "pretrain":
-            return stage1
-    projector = Path(cfg.stage.projector_path) if cfg.stage.projector_path else stage1 or stage1_dir(cfg)
-    stats = train_stage(cfg, "finetune", target, projector)
-    record = {
-        "run_id": run_id(cfg),
-        "kind": "stage2",
-        "sweep": cfg.sweep,
-        "choices": _choices(cfg),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": int(cfg.seed),
-        "stage1": {"run_id": stage1_id(cfg), "folder": str(projector)},
-        "finetune": stats,
-        "assembled": stats["assembled"],
-        "wall_time_s": round(time.time() - started, 2),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-    }
-    if (projector / "results.json").exists():
-        record["stage1"]["wall_time_s"] = read_record(projector).get("pretrain", {}).get("wall_time_s")
-    _finish(target, cfg, record)
+    with run_lock(target, wait=False):
+        try:
+            _train_run(cfg, target)
+        except Exception as error:
+            if is_main_process():
+                mark_failed(target, error)
+            raise
+        if is_main_process():
+            clear_failed(target)
     evaluate_if_asked(cfg, target)
     return target
+
+
+def _train_run(cfg: DictConfig, target: Path) -> None:
+    started = time.time()
+    stage1 = run_stage1(cfg) if "pretrain" in stages_of(cfg) else None
+    projector = Path(cfg.stage.projector_path) if cfg.stage.projector_path else stage1 or stage1_dir(cfg)
+    stats = train_stage(cfg, "finetune", target, projector)
+    record = build_run_record(cfg, None, stats, projector, started)
+    _finish(target, cfg, record)
 
 
 def evaluate_if_asked(cfg: DictConfig, target: Path) -> None:

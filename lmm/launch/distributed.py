@@ -14,25 +14,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def in_slurm_step() -> bool:
-    """True inside an `srun`/sbatch task (SLURM_PROCID is set per task)."""
-    return "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ and "SLURM_JOB_ID" in os.environ
+def in_job_task() -> bool:
+    """True inside a submitit job (SLURM or local executor) or an `srun` task."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR")) or all(
+        k in os.environ for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID"))
 
 
 def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
     """Export RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT before DeepSpeed/Trainer start.
 
-    - Inside SLURM: submitit's TorchDistributedEnvironment reads them from the SLURM variables
-      (first host of the node list as master, a port derived from the job id), multi-node included.
+    - Inside a submitit job or an srun task: submitit's TorchDistributedEnvironment reads them from
+      the job's variables (first host of the node list as master, a port derived from the job id),
+      multi-node included.
       CUDA_VISIBLE_DEVICES is left alone: each task picks its GPU by LOCAL_RANK.
     - Under torchrun (RANK already set): nothing to do.
     - A lone process that needs a process group (DeepSpeed): rank 0 of 1 on a free local port.
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         pass
-    elif in_slurm_step() and int(os.environ["SLURM_NTASKS"]) >= 1:
+    elif in_job_task():
         from submitit.helpers import TorchDistributedEnvironment
 
+        os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # a plain srun task: SLURM's variables
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     elif need_process_group:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",

@@ -17,6 +17,7 @@ from lmm.models.build import build_model
 from lmm.models.checkpoint import export_merged
 from lmm.models.llava import projector_module, projector_state_dict
 from lmm.models.trainable import parameter_table
+from lmm.tracking import finish_tracking, start_tracking
 from lmm.training.arguments import training_arguments
 from lmm.training.data import build_training_data
 from lmm.training.trainer import LmmTrainer, peak_memory_gb
@@ -114,6 +115,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming %s from %s", stage, resume)
+    tracking = start_tracking(cfg, out_dir, stage, trainer)  # W&B run: ours (id, group, config), before train
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     _save_artifacts(cfg, stage, trainer, out_dir, assembled)
     table = parameter_table(trainer.model)
@@ -140,6 +142,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         "data": data.stats,
         "assembled": str(assembled),
     }
+    finish_tracking(tracking, stats)
     barrier()
     if is_main_process():
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: its artifacts replace the checkpoints
