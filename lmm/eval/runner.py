@@ -3,7 +3,8 @@
 Per benchmark and beam size, files go to `<run>/eval/<benchmark>/beam<k>/`: answers.jsonl (the model's
 answers, with the generation settings in each row's metadata), the judge's replies (reviews-<n>.jsonl, one
 file per judge run) and scores.json. The summary lands in results.json under `eval.<benchmark>.beam<k>`
-with the settings that produced it. A benchmark already scored with the same settings is skipped; saved
+(overall, categories, runs, std, parse_failures, count, judge_model, judge_runs, num_beams) with the
+settings that produced it. A benchmark already scored with the same settings is skipped; saved
 answers with the same generation settings are reused, so a run whose judge failed only re-judges (and the
 judge's disk cache makes calls that succeeded before free).
 """
@@ -216,7 +217,9 @@ def evaluate_run(cfg: DictConfig, run_dir: str | Path, *,
         write_text_atomic(out / SCORES_FILE, json.dumps(
             {"benchmark": bench.name, "beam": key, "settings": settings, **scores}, indent=2, default=str) + "\n")
         entry = {k: scores[k] for k in SUMMARY_KEYS if k in scores}
-        entry.update(settings=settings, num_beams=int(cfg.eval.num_beams), judge=settings.get("judge"),
+        judge = settings.get("judge") or {}
+        entry.update(settings=settings, num_beams=int(cfg.eval.num_beams), judge_model=judge.get("model"),
+                     judge_runs=judge.get("num_runs"),
                      folder=str(out.relative_to(run_dir)), wall_time_s=round(time.time() - started, 2),
                      evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         merge_scores(run_dir, bench.name, key, entry)
@@ -252,7 +255,6 @@ def format_results(results: dict[str, dict]) -> str:
     lines = []
     for name, entry in results.items():
         cats = ", ".join(f"{k} {v}" for k, v in (entry.get("categories") or {}).items())
-        judge = entry.get("judge")
-        by = f" [judge {judge['model']} x{judge['num_runs']}]" if judge else ""
+        by = f" [judge {entry['judge_model']} x{entry['judge_runs']}]" if entry.get("judge_model") else ""
         lines.append(f"{name} beam{entry.get('num_beams')}: {entry.get('overall')}{by}" + (f"  ({cats})" if cats else ""))
     return "\n".join(lines)
