@@ -130,27 +130,56 @@ class _LmmSubmititMixin:
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        if self.config.get("dry_run"):
+            return self._dry_run(job_overrides, initial_job_idx)
         jobs = self._plan(job_overrides, initial_job_idx)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        submitted = []
+        # Grid points of one run (e.g. Table 1's beam 1 and beam 5 evaluations) share one job that
+        # trains once and then runs each point in turn; two jobs would fight over the run's lock.
+        groups: dict[str, list[PlannedJob]] = {}
         for job in jobs:
-            label = " ".join(filter_overrides(job.overrides))
-            if job.skip:
-                log.info("\t#%d : %s -> %s (%s): skipped", job.num, label, job.run_id, job.skip)
+            groups.setdefault(job.run_id, []).append(job)
+        handles = {}
+        for run_id, members in groups.items():
+            first = members[0]
+            labels = "; ".join(" ".join(filter_overrides(j.overrides)) for j in members)
+            # A done run is not resubmitted (evaluate it again with `python -m lmm.eval`).
+            if first.skip:
+                log.info("\t#%d : %s -> %s (%s): skipped", first.num, labels, run_id, first.skip)
                 continue
-            executor = self._executor(job)
-            handle = executor.submit(self, job.overrides, "hydra.sweep.dir", job.num, f"job_id_for_{job.num}",
-                                     Singleton.get_state())
-            log.info("\t#%d : %s -> %s: job %s (%d node(s) × %d task(s))", job.num, label, job.run_id,
-                     handle.job_id, job.nodes, job.tasks_per_node)
-            self._record(sweep_dir, job, handle)
-            submitted.append((job, handle))
+            calls = [(j.overrides, "hydra.sweep.dir", j.num, f"job_id_for_{j.num}", Singleton.get_state())
+                     for j in members]
+            handle = self._executor(first).submit(RunGroup(self, calls))
+            log.info("\t#%d : %s -> %s: job %s (%d node(s) × %d task(s))", first.num, labels, run_id,
+                     handle.job_id, first.nodes, first.tasks_per_node)
+            self._record(sweep_dir, first, handle)
+            for job in members:
+                handles[id(job)] = (handle, members.index(job))
         if not self.wait:
-            log.info("%d job(s) submitted; watch them with: python -m lmm.sweep status %s", len(submitted),
-                     sweep_dir.parent.parent)
+            log.info("%d job(s) submitted; watch them with: python -m lmm.sweep status %s",
+                     len({h.job_id for h, _ in handles.values()}), sweep_dir.parent.parent)
             return [_skipped(job) for job in jobs]
-        return self._collect(jobs, dict((id(j), h) for j, h in submitted))
+        return self._collect(jobs, handles)
+
+    def _dry_run(self, job_overrides, initial_job_idx) -> list[JobReturn]:
+        """Print every grid point's plan (run id, nodes, GPUs, ...) and submit nothing."""
+        from lmm.dryrun import format_plan
+        from lmm.launch.identity import stage1_dir
+        from lmm.records import is_done
+        from lmm.validate import validate
+
+        returns = []
+        for offset, overrides in enumerate(job_overrides):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            present = is_done(stage1_dir(cfg))
+            validate(cfg, stage1_exists=present)
+            print(f"#{initial_job_idx + offset} : {' '.join(filter_overrides(overrides))}")
+            print(format_plan(cfg, present), flush=True)
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+            ret._return_value = "dry run"
+            returns.append(ret)
+        return returns
 
     @staticmethod
     def _record(sweep_dir: Path, job: PlannedJob, handle) -> None:
@@ -166,12 +195,12 @@ class _LmmSubmititMixin:
         """Wait for every job; a failed run is reported with its error and log, the others go on."""
         returns, failures = [], []
         for job in jobs:
-            handle = handles.get(id(job))
-            if handle is None:
+            if id(job) not in handles:
                 returns.append(_skipped(job))
                 continue
+            handle, position = handles[id(job)]
             try:
-                returns.append(handle.results()[0])
+                returns.append(handle.results()[0][position])
             except Exception as error:  # noqa: BLE001 - any job failure is reported, not raised here
                 failures.append(f"#{job.num} {job.run_id} (job {handle.job_id}) FAILED: "
                                 f"{str(error).strip().splitlines()[-1] if str(error).strip() else error!r}\n"
@@ -194,6 +223,22 @@ def _skipped(job: PlannedJob) -> JobReturn:
     ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
     ret._return_value = job.skip or "submitted"
     return ret
+
+
+class RunGroup:
+    """The grid points of one run, executed in order in one job; requeued whole (each point resumes)."""
+
+    def __init__(self, launcher: BaseSubmititLauncher, calls: list[tuple]):
+        self.launcher = launcher
+        self.calls = calls
+
+    def __call__(self) -> list[JobReturn]:
+        return [self.launcher(*call) for call in self.calls]
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 class LmmSlurmLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
