@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -56,3 +58,64 @@ def synthetic_data(tmp_path_factory) -> dict[str, Path]:
     from lmm.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("synthetic"), seed=0, num_train=64, num_eval=32, image_size=32)
+
+
+# ----------------------------------------------------------------------------- the local SLURM cluster
+SLURM_STATE = Path(os.environ.get("LMM_SLURM_STATE", "/tmp/lmm-slurm"))
+READY_STATES = {"idle", "mixed", "allocated", "completing"}
+STATE = SLURM_STATE
+
+
+def _controller_listening(conf: str) -> bool:
+    """A fast refusal when slurmctld is down (sinfo itself retries for ~10 s before failing)."""
+    host, port = None, 6817
+    try:
+        for line in Path(conf).read_text().splitlines():
+            key, _, value = line.split("#")[0].strip().partition("=")
+            if key.lower() in ("slurmctldhost", "controlmachine") and host is None:
+                host = value.split("(")[0].strip()
+            elif key.lower() == "slurmctldport":
+                port = int(value.split("-")[0])
+    except (OSError, ValueError):
+        return True  # cannot tell: let sinfo decide
+    try:
+        with socket.create_connection((host or "localhost", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _slurm_conf() -> str | None:
+    """The config the slurm commands will read: SLURM_CONF, the default path, or start.sh's state."""
+    if os.environ.get("SLURM_CONF"):
+        return os.environ["SLURM_CONF"]
+    if Path("/etc/slurm/slurm.conf").exists():
+        return None  # the commands' default
+    state_conf = STATE / "etc" / "slurm.conf"
+    return str(state_conf) if state_conf.exists() else None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """Skips the module unless sinfo reports a usable node; points SLURM_CONF at the cluster."""
+    if shutil.which("sinfo") is None:
+        pytest.skip("SLURM not installed (no sinfo on PATH): run scripts/slurm/install.sh")
+    with pytest.MonkeyPatch.context() as mp:
+        conf = _slurm_conf()
+        if conf:
+            mp.setenv("SLURM_CONF", conf)
+        if not _controller_listening(conf or "/etc/slurm/slurm.conf"):
+            pytest.skip("SLURM cluster not up (slurmctld not listening): run scripts/slurm/start.sh")
+        try:
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], check=False, capture_output=True, text=True, timeout=15
+            )
+        except subprocess.TimeoutExpired:
+            pytest.skip("SLURM cluster not up (sinfo timed out): run scripts/slurm/start.sh")
+        states = set(out.stdout.split())
+        if out.returncode != 0 or not states & READY_STATES:
+            why = (out.stderr.strip().splitlines() or [f"node states {sorted(states)}"])[-1]
+            pytest.skip(f"SLURM cluster not up ({why}): run scripts/slurm/start.sh")
+        yield
+
+
