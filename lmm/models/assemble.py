@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, LlavaConfig
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
@@ -105,7 +106,7 @@ def _build(cfg: DictConfig, out: Path) -> None:
     state["lm_head.weight"] = llm.lm_head.weight
     model.load_state_dict(state, assign=True, strict=True)
     model.to(torch.bfloat16 if cfg.model.path else torch.float32)
-    model.save_pretrained(out)
+    model.save_pretrained(out, is_main_process=True)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
 
@@ -116,9 +117,14 @@ def assemble(cfg: DictConfig) -> Path:
     if (out / MARKER).exists():
         return out
     llm_source(cfg)
-    with exclusive(out.with_suffix(".lock")):
-        if not (out / MARKER).exists():
-            log.info("assembling %s", out)
-            _build(cfg, out)
-            (out / MARKER).write_text("ok\n")
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if not distributed or dist.get_rank() == 0:
+        # The lock also serialises separate jobs (e.g. a grid) that need the same assembled model.
+        with exclusive(out.with_suffix(".lock")):
+            if not (out / MARKER).exists():
+                log.info("assembling %s", out)
+                _build(cfg, out)
+                (out / MARKER).write_text("ok\n")
+    if distributed:
+        dist.barrier()
     return out
