@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and padding of the training stack (not tests; they print ratios)."""
