@@ -121,3 +121,14 @@ def test_timed_out_job_is_requeued_and_resumes_with_the_same_losses(tmp_path):
     for a, b in zip(record["losses"], expected["losses"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     print(f"requeue + resume took {time.time() - started:.1f} s")
+
+
+def test_slurm_launcher_refuses_a_run_predicted_to_run_out_of_memory(tmp_path):
+    """65B LoRA under ZeRO-2 on one node does not fit (the paper); nothing is submitted."""
+    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=slurm", f"paths.root={tmp_path}",
+           "experiment=table4/65b_lora64", "deepspeed=zero2", "tuning.nodes=1,2"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "Not submitting" in log and "plan.force" in log
+    assert "#0" in log and "#1" not in log.split("Not submitting")[1]  # only the 1-node point is refused
+    assert not list(tmp_path.rglob("lmm_jobs.jsonl"))

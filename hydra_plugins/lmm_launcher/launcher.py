@@ -76,6 +76,7 @@ class _LmmSubmititMixin:
     def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedJob]:
         from lmm.launch.identity import run_dir, run_id, stage1_dir
         from lmm.launch.rundir import is_locked
+        from lmm.plan import PredictedOOM
         from lmm.records import is_done
         from lmm.validate import ConfigError, validate, world_size
 
@@ -85,7 +86,7 @@ class _LmmSubmititMixin:
             try:
                 validate(cfg, stage1_exists=is_done(stage1_dir(cfg)) or None)
                 self._check_memory(cfg)
-            except (ConfigError, ValueError) as error:
+            except (ConfigError, PredictedOOM, ValueError) as error:
                 problems.append(f"#{initial_job_idx + offset} {' '.join(filter_overrides(overrides))}:\n{error}")
                 continue
             stage = "pretrain" if cfg.stage.name == "pretrain" else "finetune"
