@@ -132,3 +132,18 @@ def test_slurm_launcher_refuses_a_run_predicted_to_run_out_of_memory(tmp_path):
     assert out.returncode != 0 and "Not submitting" in log and "plan.force" in log
     assert "#0" in log and "#1" not in log.split("Not submitting")[1]  # only the 1-node point is refused
     assert not list(tmp_path.rglob("lmm_jobs.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_reported_and_does_not_stop_the_others(tmp_path):
+    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit_local", f"paths.root={tmp_path}",
+           "debug=fast", "data=synthetic,llava_80k"]  # LLaVA-80K is not on this machine: that run fails
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "1 of 2 run(s) failed" in log and "log: " in log
+    states = {s.run_id.split("-")[4]: s for s in run_states(tmp_path / "runs" / "default")}
+    assert states["synthetic"].state == "done"
+    assert states["llava_80k"].state == "failed" and "FileNotFoundError" in states["llava_80k"].detail
+    status = subprocess.run([sys.executable, "-m", "lmm.sweep", "status", str(tmp_path / "runs" / "default")],
+                            capture_output=True, text=True, timeout=60)
+    assert "failed" in status.stdout and "1 done" in status.stdout

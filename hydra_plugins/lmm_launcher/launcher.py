@@ -201,14 +201,16 @@ class _LmmSubmititMixin:
                 continue
             handle, position = handles[id(job)]
             try:
-                returns.append(handle.results()[0][position])
-            except Exception as error:  # noqa: BLE001 - any job failure is reported, not raised here
-                failures.append(f"#{job.num} {job.run_id} (job {handle.job_id}) FAILED: "
-                                f"{str(error).strip().splitlines()[-1] if str(error).strip() else error!r}\n"
+                result = handle.results()[0][position]
+                error = result._return_value if result.status == JobStatus.FAILED else None
+            except Exception as job_error:  # noqa: BLE001 - the job itself died (killed, cancelled, ...)
+                result = JobReturn(overrides=job.overrides, status=JobStatus.FAILED)
+                result._return_value = error = job_error
+            if error is not None:
+                message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+                failures.append(f"#{job.num} {job.run_id} (job {handle.job_id}) FAILED: {message}\n"
                                 f"    log: {handle.paths.stderr}")
-                ret = JobReturn(overrides=job.overrides, status=JobStatus.FAILED)
-                ret._return_value = error
-                returns.append(ret)
+            returns.append(result)
         if failures:
             log.error("%d of %d run(s) failed:\n%s", len(failures), len(jobs), "\n".join(failures))
         return returns
