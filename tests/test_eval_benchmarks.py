@@ -247,7 +247,8 @@ def test_mmbench_circular_passes_and_scoring(tmp_path):
     # Circular rows without an image of their own borrow it from the row they name.
     assert items[3].materialise_image().getpixel((0, 0)) == (255, 0, 0)
     assert items[5].materialise_image().getpixel((0, 0)) == (0, 0, 255)
-    assert items[1].prompt == "Is it blue?\nA. yes\nB. no\nAnswer with the option's letter from the given choices directly."
+    expected = "Is it blue?\nA. yes\nB. no\nAnswer with the option's letter from the given choices directly."
+    assert items[1].prompt == expected
     # Question 0 right in every pass; question 1 wrong in its second pass -> 1 of 2 questions.
     answers = ["A", "A", "D. red", "c", "B", "A"]
     out = tmp_path / "out"

@@ -6,17 +6,12 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # lets `.venv/bin/pytest` import lmm without an installed package
-    sys.path.insert(0, str(REPO_ROOT))
 
 from lmm.eval import prompts, scorers
 from lmm.eval.judge import (

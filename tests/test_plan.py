@@ -87,7 +87,10 @@ def test_the_paper_settings_of_table4_all_fit():
 
 def test_memory_responds_to_its_inputs():
     base = ["experiment=table4/33b_full", "stage=finetune"]
-    mem = lambda *extra: preflight(compose([*base, *extra]), stage1_present=False).stage("finetune").memory
+
+    def mem(*extra):
+        return preflight(compose([*base, *extra]), stage1_present=False).stage("finetune").memory
+
     ref = mem()
     assert mem("trainer.gradient_checkpointing=false").activations > 3 * ref.activations
     assert mem("tuning.micro_batch_size=2").activations == pytest.approx(ref.activations / 2)
@@ -145,7 +148,9 @@ def test_table4_gpu_hours_within_25_percent_of_the_paper_from_one_calibration():
 
 
 def test_time_model_structure():
-    flops = lambda column: preflight(compose([f"experiment=table4/{column}"]), stage1_present=False).stage("finetune")
+    def flops(column):
+        return preflight(compose([f"experiment=table4/{column}"]), stage1_present=False).stage("finetune")
+
     full, lora, qlora = flops("33b_full"), flops("33b_lora64"), flops("33b_qlora64")
     # Full fine-tuning with checkpointing: 2N fwd + 2N recompute + 2N activation grads + 2N weight grads;
     # LoRA skips the weight-gradient half of the frozen base: ≈ 6N / 8N.

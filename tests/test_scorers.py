@@ -12,10 +12,6 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # lets `.venv/bin/pytest` import lmm without an installed package
-    sys.path.insert(0, str(REPO_ROOT))
-
 from lmm.eval import rescore, scorers
 from lmm.eval.prompts import MMVET_RETRY_SUFFIX
 
@@ -294,14 +290,8 @@ def test_vicuna80_relative_scores(name):
 @needs_reference
 def test_rescore_cli_json_subprocess():
     files = [str(LLAVA_REVIEWS / f"llava-v1.5-13b-eval{i}.jsonl") for i in (1, 2, 3)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
     proc = subprocess.run(
         [sys.executable, "-m", "lmm.eval.rescore", "llava_bench", *files, "--json"],
-        cwd=REPO_ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,9 +13,10 @@ per GPU). With `wait: false` they submit and return; `python -m lmm.sweep status
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton

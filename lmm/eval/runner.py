@@ -256,5 +256,6 @@ def format_results(results: dict[str, dict]) -> str:
     for name, entry in results.items():
         cats = ", ".join(f"{k} {v}" for k, v in (entry.get("categories") or {}).items())
         by = f" [judge {entry['judge_model']} x{entry['judge_runs']}]" if entry.get("judge_model") else ""
-        lines.append(f"{name} beam{entry.get('num_beams')}: {entry.get('overall')}{by}" + (f"  ({cats})" if cats else ""))
+        suffix = f"  ({cats})" if cats else ""
+        lines.append(f"{name} beam{entry.get('num_beams')}: {entry.get('overall')}{by}{suffix}")
     return "\n".join(lines)

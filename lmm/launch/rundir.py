@@ -69,7 +69,7 @@ def run_lock(folder: Path, wait: bool):
     handle, error = None, None
     if _rank() == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_FILE, "a+")
+        handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the whole block
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             handle.seek(0), handle.truncate(), handle.write(json.dumps(_holder())), handle.flush()
