@@ -340,10 +340,12 @@ register_configs()
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False
+            ) -> DictConfig:
     """Compose a run config outside a Hydra app (tests, tools), exactly as `python -m lmm.train` would."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)

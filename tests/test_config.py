@@ -44,7 +44,9 @@ def test_groups_have_the_required_options():
     assert {"linear", "mlp2x_gelu"} <= set(options("projector"))
     assert {"laion_cc_sbu_558k", "llava_80k", "llava_80k_sharegpt", "synthetic"} <= set(options("data"))
     assert {"zero2", "zero3", "none"} <= set(options("deepspeed"))
-    assert {"local", "submitit_local", "slurm"} <= set(options("hydra/launcher"))
+    assert {"local", "slurm"} <= set(options("hydra/launcher"))  # submitit_local: a ConfigStore entry
+    launcher = compose(["hydra/launcher=submitit_local"], return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("LmmLocalLauncher")
 
 
 @pytest.mark.parametrize("name", experiments())
@@ -150,6 +152,7 @@ def test_run_id_is_deterministic_and_sensitive():
                                 "eval=llava_bench", "eval.num_beams=5", "dry_run=true"]))
     # Stage 1 is shared by every tuning method.
     assert stage1_id(compose(["tuning=lora"])) == stage1_id(compose(["tuning=full"]))
+    assert stage1_id(compose(["experiment=table4/33b_qlora64"])) == stage1_id(compose(["experiment=table4/33b_full"]))
     assert stage1_id(compose(["seed=1"])) != stage1_id(compose([]))
 
 

@@ -37,12 +37,15 @@ def _trainer(cfg: DictConfig) -> dict:
 
 
 def stage1_id(cfg: DictConfig) -> str:
-    """Id of the stage-1 run: LLM, tower, projector, stage-1 data and optimisation, seed."""
+    """Id of the stage-1 run: LLM, tower, projector, stage-1 data and optimisation, seed.
+
+    Not the ZeRO stage: it does not change what stage 1 computes, and QLoRA runs (ZeRO-2) share
+    the stage 1 of LoRA and full runs (ZeRO-3), as in the paper.
+    """
     payload = {
         "stage": "pretrain",
         **{k: _section(cfg, k) for k in ("model", "vision", "projector", "pretrain_data", "pretrain")},
         "trainer": {k: v for k, v in _trainer(cfg).items() if k != "projector_lr"},
-        "deepspeed_stage": int(cfg.deepspeed.stage),
         "seed": int(cfg.seed),
     }
     slug = f"s1-{cfg.model.name}-{cfg.vision.name}-{cfg.projector.name}-{cfg.pretrain_data.name}"
