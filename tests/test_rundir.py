@@ -29,9 +29,8 @@ def test_a_locked_run_refuses_a_second_runner(tmp_path):
     holder = _hold_lock_in_another_process(tmp_path, 30)
     try:
         assert is_locked(tmp_path)
-        with pytest.raises(RunLocked, match="already running"):
-            with run_lock(tmp_path, wait=False):
-                pass
+        with pytest.raises(RunLocked, match="already running"), run_lock(tmp_path, wait=False):
+            pass
     finally:
         holder.kill()
         holder.wait()
