@@ -80,5 +80,7 @@ def evaluate_if_asked(cfg: DictConfig, target: Path) -> None:
     """Evaluate a trained run on `eval.benchmarks` (benchmarks already scored are skipped)."""
     if cfg.eval.benchmarks and is_main_process():
         from lmm.eval.runner import evaluate_run
+        from lmm.tracking import log_eval_scores
 
         evaluate_run(cfg, target)
+        log_eval_scores(target)  # into the run's W&B run when it was trained with logger=wandb

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never reach a model hub (none is reachable here): fail fast instead of retrying for minutes.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# One thread per process: tests start several training processes at once (grids, ranks) on 2 cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
