@@ -89,6 +89,15 @@ def test_eval_capabilities_and_answers(synthetic_data):
         assert r["conversations"][0]["value"] == "<image>\n" + r["question"]
 
 
+def test_background_is_the_clip_mean_colour(synthetic_data):
+    # A background the image processor normalises to ~zero: empty patches add no offset shared by all images.
+    from lmm.data.images import CLIP_MEAN
+
+    assert tuple(int(m * 255) for m in CLIP_MEAN) == BACKGROUND
+    first = _load(synthetic_data, "eval")[0]["image"]
+    assert Image.open(synthetic_data["image_folder"] / first).getpixel((0, 0)) == BACKGROUND
+
+
 def _foreground(image):
     pixels = np.asarray(image.convert("RGB")).astype(int)
     return np.abs(pixels - np.array(BACKGROUND)).sum(axis=2) > 60
@@ -104,7 +113,8 @@ def _components(mask):
         seen[start] = True
         while queue:
             y, x = queue.popleft()
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            # 8-connected: an anti-aliased star tip can touch its body only at a corner.
+            for ny, nx in ((y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
                 if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
                     seen[ny, nx] = True
                     queue.append((ny, nx))

@@ -12,6 +12,12 @@ Answers are one word decided by the pixels alone, so a model fed a blank image s
 byte-identical for a given seed: pretrain.json (captions), finetune.json (multi-turn
 instructions), sharegpt.json (text-only chats), eval.json (held-out images: id, image,
 capability, question, answer, conversations), images under images/{train,eval}/.
+
+The background is CLIP's mean colour, which the image processor normalises to about zero, and the
+recognition shape fills most of the image. Both are for the frozen random-init towers of CPU runs:
+on a near-white background the empty patches all map to one shared feature vector that dwarfs
+what differs between images (~86 % of the image tokens' energy was the same for every image), and
+a tiny random LLM then takes hundreds of steps before it starts to read the image at all.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synthetic.done.json"
 
 COLOURS = {
@@ -45,7 +51,8 @@ WORDS = ("cat", "dog", "sun", "box", "car", "hat", "pen", "cup")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 MAX_COUNT = 4
 CAPABILITIES = ("recognition", "ocr", "counting", "spatial")
-BACKGROUND = (250, 250, 250)
+# OpenAI CLIP's mean colour (lmm.data.images.CLIP_MEAN × 255, truncated; also LLaVA's padding colour).
+BACKGROUND = (122, 116, 104)
 INK = (25, 25, 25)
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 DESCRIBE = ("Describe the image in detail.", "What do you see in this picture? Describe it.")
@@ -85,18 +92,18 @@ def sample_scene(rng: random.Random, capability: str) -> Scene:
     """Draw the content and jittered layout of one image of the given capability."""
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     if capability == "recognition":
-        layout = ((0.5 + rng.uniform(-0.06, 0.06), 0.5 + rng.uniform(-0.06, 0.06), rng.uniform(0.22, 0.32)),)
+        layout = ((0.5 + rng.uniform(-0.03, 0.03), 0.5 + rng.uniform(-0.03, 0.03), rng.uniform(0.38, 0.42)),)
         return Scene(capability, shape, colour, layout=layout)
     if capability == "spatial":
         position = rng.choice(POSITIONS)
         cx, cy = _CENTRES[position]
-        layout = ((cx + rng.uniform(-0.05, 0.05), cy + rng.uniform(-0.05, 0.05), rng.uniform(0.13, 0.18)),)
+        layout = ((cx + rng.uniform(-0.05, 0.05), cy + rng.uniform(-0.05, 0.05), rng.uniform(0.15, 0.20)),)
         return Scene(capability, shape, colour, position=position, layout=layout)
     if capability == "counting":
         count = rng.randint(1, MAX_COUNT)
         cells = rng.sample(_QUADRANTS, count)
         layout = tuple(
-            (x + rng.uniform(-0.05, 0.05), y + rng.uniform(-0.05, 0.05), rng.uniform(0.10, 0.14)) for x, y in cells
+            (x + rng.uniform(-0.05, 0.05), y + rng.uniform(-0.05, 0.05), rng.uniform(0.11, 0.16)) for x, y in cells
         )
         return Scene(capability, shape, colour, count=count, layout=layout)
     if capability == "ocr":
@@ -118,17 +125,18 @@ def draw_scene(scene: Scene, size: int) -> Image.Image:
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    # Areas (× r²): star 1.18, triangle 1.8, circle 3.14, square 4. Apart by more than the recognition
+    # sizes vary (1.22×), so the four shapes differ even in what a coarse 32 px tower input keeps.
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "square":
-        side = r * 0.85  # a square as wide as the circle looks bigger; shrink it to a similar area
-        draw.rectangle((cx - side, cy - side, cx + side, cy + side), fill=fill)
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)], fill=fill)
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
     elif shape == "star":
         points = []
         for k in range(10):
-            radius = r if k % 2 == 0 else r * 0.45
+            radius = r if k % 2 == 0 else r * 0.4
             angle = -math.pi / 2 + k * math.pi / 5
             points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
         draw.polygon(points, fill=fill)
@@ -176,13 +184,13 @@ def description(scene: Scene) -> str:
     """A detailed, several-clause description (the "detailed description" instruction's answer)."""
     c, s = scene.colour, scene.shape
     if scene.capability == "recognition":
-        return f"The image shows a single {c} {s} in the middle of a plain white background. Nothing else is in it."
+        return f"The image shows a single {c} {s} in the middle of a plain background. Nothing else is in it."
     if scene.capability == "spatial":
-        return f"The image shows a small {c} {s} {_PLACE[scene.position]} of a plain white background. The rest is empty."
+        return f"The image shows a small {c} {s} {_PLACE[scene.position]} of a plain background. The rest is empty."
     if scene.capability == "counting":
         things = f"one {c} {s}" if scene.count == 1 else f"{NUMBER_WORDS[scene.count]} {c} {_plural(s)}"
-        return f"The image shows {things} on a plain white background. There are {scene.count} in total."
-    return f'The image shows the word "{scene.word}" written in dark letters on a plain white background.'
+        return f"The image shows {things} on a plain background. There are {scene.count} in total."
+    return f'The image shows the word "{scene.word}" written in dark letters on a plain background.'
 
 
 def short_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
@@ -211,10 +219,13 @@ def _with_image(text: str, rng: random.Random) -> str:
 
 
 def instruction_conversation(scene: Scene, rng: random.Random) -> list[dict[str, str]]:
-    """A multi-turn stage-2 conversation: some short questions, sometimes a detailed description."""
+    """A multi-turn stage-2 conversation: every short question in random order, sometimes a detailed description.
+
+    Asking them all costs a few tokens per question next to the system prompt and the image that
+    every sample carries, and gives each image all its supervision (a tiny model learns shapes late).
+    """
     pairs = [(f"{q}\n{SHORT_ANSWER}", a) for q, a in short_questions(scene, rng)]
     rng.shuffle(pairs)
-    pairs = pairs[: rng.randint(1, len(pairs))]
     if rng.random() < 0.3:
         pairs.insert(rng.randint(0, len(pairs)), (rng.choice(DESCRIBE), description(scene)))
     turns = []
