@@ -18,9 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded default: a tiny run on this CPU.
+# The main job: the CPU toy study (sweeps/toy.yaml: 3 tiny sizes × 2 resolutions × full/LoRA ×
+# mixing, both stages, evaluated), then its Table 3- and Table 4-style tables and plots. A second
+# `make demo` skips every finished run and prints the same tables in seconds.
+DEMO_RUNS ?= runs
 demo: setup
-	$(PY) -m lmm.train dry_run=true
+	$(PY) -m lmm.sweep run toy paths.root=.
+	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --table 3 --format md
+	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --table 4 --format md
+	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --table cost --format md
+	$(PY) -m analysis.plots --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --out $(DEMO_RUNS)/toy/plots
 
 # The whole test suite (slow end-to-end tests included).
 test: setup
