@@ -328,7 +328,7 @@ class RunConfig:
 
 def register_configs() -> None:
     """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked)
-    and lmm's launchers (`hydra/launcher=slurm`, `submitit_local`)."""
+    and lmm's launchers (`hydra/launcher=slurm`, `submitit`)."""
     import hydra_plugins.lmm_launcher.launcher  # noqa: F401  (stores the launcher configs)
 
     ConfigStore.instance().store(name="run_schema", node=RunConfig)

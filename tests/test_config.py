@@ -24,9 +24,11 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def experiments() -> list[str]:
+def experiments(prefix: str = "table") -> list[str]:
+    """The paper's experiment files (table*/); `cpu/` holds CPU-scale ones."""
     root = CONF_DIR / "experiment"
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    return [n for n in names if n.startswith(prefix)]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
@@ -44,8 +46,8 @@ def test_groups_have_the_required_options():
     assert {"linear", "mlp2x_gelu"} <= set(options("projector"))
     assert {"laion_cc_sbu_558k", "llava_80k", "llava_80k_sharegpt", "synthetic"} <= set(options("data"))
     assert {"zero2", "zero3", "none"} <= set(options("deepspeed"))
-    assert {"local", "slurm"} <= set(options("hydra/launcher"))  # submitit_local: a ConfigStore entry
-    launcher = compose(["hydra/launcher=submitit_local"], return_hydra_config=True).hydra.launcher
+    assert {"local", "slurm"} <= set(options("hydra/launcher"))  # `submitit`: a ConfigStore entry
+    launcher = compose(["hydra/launcher=submitit"], return_hydra_config=True).hydra.launcher
     assert launcher._target_.endswith("LmmLocalLauncher")
 
 
@@ -57,6 +59,13 @@ def test_every_experiment_composes_and_validates(name):
     assert cfg.cluster.gpus_per_node == 8 and cfg.pretrain_data.name == "laion_cc_sbu_558k"
     # The paper's DeepSpeed choice per method.
     assert cfg.deepspeed.stage == (2 if cfg.tuning.method == "qlora" else 3)
+
+
+@pytest.mark.parametrize("name", experiments("cpu/"))
+def test_cpu_experiments_compose_and_validate(name):
+    cfg = compose([f"experiment={name}"])
+    validate(cfg)
+    assert cfg.model.name.startswith("tiny") and cfg.cluster.gpu_type == "cpu"
 
 
 def test_experiments_cover_every_table():

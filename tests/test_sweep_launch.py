@@ -1,4 +1,4 @@
-"""Grids through the real launchers: submitit_local always, the local SLURM cluster when it is up.
+"""Grids through the real launchers: submitit's local executor always, the local SLURM cluster when it is up.
 
 SLURM: a 2 × 2 tiny grid completes with four run records and re-submitting it runs nothing; a job
 with 2 tasks trains with 2 gloo ranks; a job interrupted by a time-out signal is requeued, resumes
@@ -55,8 +55,8 @@ def _check_grid(root: Path, launcher_args: list[str], extra: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_grid_through_submitit_local(tmp_path):
-    _check_grid(tmp_path, ["hydra/launcher=submitit_local"], [])
+def test_grid_through_submitit_local_executor(tmp_path):
+    _check_grid(tmp_path, ["hydra/launcher=submitit"], [])
 
 
 @pytest.mark.slurm
@@ -136,7 +136,7 @@ def test_slurm_launcher_refuses_a_run_predicted_to_run_out_of_memory(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_run_is_reported_and_does_not_stop_the_others(tmp_path):
-    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit_local", f"paths.root={tmp_path}",
+    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit", f"paths.root={tmp_path}",
            "debug=fast", "data=synthetic,llava_80k"]  # LLaVA-80K is not on this machine: that run fails
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr

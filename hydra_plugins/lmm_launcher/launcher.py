@@ -40,7 +40,7 @@ class LmmSlurmConf(SlurmQueueConf):
 
 @dataclass
 class LmmLocalConf(LocalQueueConf):
-    """`hydra/launcher=submitit_local`: each job in its own process(es), the SLURM path without SLURM."""
+    """`hydra/launcher=submitit`: each job in its own process(es), the SLURM path without SLURM."""
 
     _target_: str = "hydra_plugins.lmm_launcher.launcher.LmmLocalLauncher"
     wait: bool = True
@@ -49,9 +49,8 @@ class LmmLocalConf(LocalQueueConf):
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="lmm_slurm", node=LmmSlurmConf, provider="lmm")
-# Replaces the plugin's own `submitit_local` entry (lmm.config imports this module after the plugin's
-# config, and Hydra's plugin scan reuses modules already imported).
-ConfigStore.instance().store(group="hydra/launcher", name="submitit_local", node=LmmLocalConf, provider="lmm")
+# Not named `submitit_local`: that is the plugin's own entry, which Hydra's plugin scan re-registers.
+ConfigStore.instance().store(group="hydra/launcher", name="submitit", node=LmmLocalConf, provider="lmm")
 
 
 @dataclass
