@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from lmm.eval.judge import JudgeClient, JudgeRequest
+from lmm.eval.rescore import read_json, read_jsonl  # noqa: F401  (re-exported for the benchmarks)
 
 
 class BenchmarkError(RuntimeError):
@@ -91,14 +92,6 @@ def require(path: str | Path, what: str, config_key: str) -> Path:
     return path
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def read_json(path: str | Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
