@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lmm.models.assemble import assemble
-from lmm.models.llava import LmmLlava, projector_module
+from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,35 @@ def quantization_config(cfg: DictConfig, dtype: torch.dtype):
                               llm_int8_skip_modules=QLORA_SKIP_MODULES)
 
 
+@contextmanager
+def _whole(module, modifier_rank: int | None):
+    """The module's full weights inside the block, gathering (and re-partitioning) ZeRO-3 shards."""
+    params = list(module.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank):
+            yield
+    else:
+        yield
+
+
 def load_projector(model, path: Path) -> None:
-    """Load stage-1 projector weights (a file, or a stage-1 run folder holding one)."""
+    """Load projector weights (a file, or a folder holding one) into a possibly ZeRO-3 model."""
     path = Path(path)
     file = path / PROJECTOR_FILE if path.is_dir() else path
     module, state = projector_module(model), load_file(str(file))
-    params = list(module.parameters())
-    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3 partitioned: gather, load, re-partition
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-            module.load_state_dict(state, strict=True)
-    else:
+    with _whole(module, modifier_rank=0):
         module.load_state_dict(state, strict=True)
+
+
+def save_projector(model, folder: Path, write: bool = True) -> None:
+    """Save the projector's weights to `folder`; every rank calls it (ZeRO-3 gathers), `write` ranks save."""
+    with _whole(projector_module(model), modifier_rank=None):
+        state = {k: v.contiguous() for k, v in projector_state_dict(model).items()}
+    if write:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_file(state, str(Path(folder) / PROJECTOR_FILE))
 
 
 def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = None):

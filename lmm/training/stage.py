@@ -13,9 +13,8 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from lmm.models.assemble import assemble, num_image_tokens
-from lmm.models.build import build_model
+from lmm.models.build import build_model, save_projector
 from lmm.models.checkpoint import export_merged
-from lmm.models.llava import projector_module, projector_state_dict
 from lmm.models.trainable import parameter_table
 from lmm.tracking import finish_tracking, start_tracking
 from lmm.training.arguments import training_arguments
@@ -35,29 +34,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _gathered_projector_state(model) -> dict:
-    """The projector's full weights on every rank, gathering ZeRO-3 partitions when needed."""
-    params = list(projector_module(model).parameters())
-    if any(hasattr(p, "ds_id") for p in params):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            return projector_state_dict(model)
-    return projector_state_dict(model)
-
-
-def _save_projector_file(model, out_dir: Path) -> None:
-    state = _gathered_projector_state(model)
-    if is_main_process():
-        from safetensors.torch import save_file
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(out_dir / "projector.safetensors"))
-
-
 def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path) -> None:
     """stage 1: the projector. stage 2: a Hugging Face folder (full) or adapters (+ merged export)."""
-    _save_projector_file(trainer.model, out_dir)
+    save_projector(trainer.model, out_dir, write=is_main_process())
     if stage == "pretrain":
         return
     if cfg.tuning.method == "full":

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from transformers import Trainer
 
-from lmm.models.build import PROJECTOR_FILE, load_projector
-from lmm.models.llava import projector_state_dict
+from lmm.models.build import PROJECTOR_FILE, load_projector, save_projector
 
 
 def _is_peft(model) -> bool:
@@ -74,8 +71,7 @@ class LmmTrainer(Trainer):
         """
         super()._save_optimizer_and_scheduler(output_dir)
         if _is_peft(self.model) and not self.is_deepspeed_enabled and self.args.should_save:
-            save_file({k: v.contiguous() for k, v in projector_state_dict(self.model).items()},
-                      os.path.join(output_dir, PROJECTOR_FILE))
+            save_projector(self.model, output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume every trained weight.
