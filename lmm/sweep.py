@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra_plugins.lmm_launcher.launcher import MANIFEST
 from lmm.launch.rundir import is_locked, read_failure
 from lmm.records import is_done
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
-MANIFEST = "lmm_jobs.jsonl"
 
 
 @dataclass
