@@ -264,6 +264,10 @@ class JudgeConfig:
     max_workers: int = 8
     max_retries: int = 6
     timeout_s: float = 120.0
+    # Judge replies (item × judge run) that may fail to parse as a score while a score is still published
+    # (left out of it, the count shown beside it); above this the benchmark is incomplete and the command
+    # fails naming the items. 0: every reply must parse.
+    max_parse_failures: int = 0
 
 
 @dataclass

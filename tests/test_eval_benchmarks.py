@@ -20,6 +20,7 @@ from lmm.eval.benchmarks import (
     EvalContext,
     JudgeFailed,
     MissingBenchmarkData,
+    ParseFailures,
     get_benchmark,
     mmbench,
     mmlu,
@@ -178,6 +179,43 @@ def test_vicuna80_relative_score(tmp_path, server):
     row = json.loads((tmp_path / "out" / "reviews-1.jsonl").read_text().splitlines()[0])
     assert row["score"] == [8.0, 9.0]
     assert rescore.rescore("vicuna80", [tmp_path / "out" / "reviews-1.jsonl"]).overall == 112.5
+
+
+def test_mmvet_gradings_without_a_grade_are_parse_failures(tmp_path, server):
+    folder = copy_fixture("mmvet", tmp_path / "data")
+    overrides = [f"eval.paths.mmvet={folder}", "eval.judge.num_runs.mmvet=1",
+                 *judge_overrides(server, tmp_path / "cache")]
+    bench = get_benchmark("mmvet")
+    items = bench.load(context(tmp_path, *overrides))
+    # The grader never gives a number for the word question, not even on the published retries.
+    server.reply_when = lambda user: "It is hard to say." if "What word is written here?" in user else None
+    with pytest.raises(ParseFailures, match=r"mmvet: 1 of 2 judge replies .* item ids: v1_1\.") as info:
+        bench.score(context(tmp_path, *overrides), items, ["Red", "dog"], tmp_path / "out")
+    assert info.value.failed_ids == ["v1_1"]
+    assert server.count("What word is written here?") == 6  # the first call and the five published retries
+    assert not [p for p in (tmp_path / "cache").glob("*.json") if "hard to say" in p.read_text()]
+    # Allowed: the published grader's 0.0 stands, and the count is reported.
+    scores = bench.score(context(tmp_path, *overrides, "eval.judge.max_parse_failures=1"), items, ["Red", "dog"],
+                         tmp_path / "out")
+    assert scores["overall"] == 50.0 and scores["parse_failures"] == 1
+
+
+def test_vicuna80_unparsed_reviews_are_parse_failures_not_minus_one(tmp_path, server):
+    import shutil
+
+    folder = tmp_path / "data" / "vicuna80"
+    shutil.copytree(FIXTURES / "vicuna80", folder)
+    overrides = [f"eval.paths.vicuna80={folder}", *judge_overrides(server, tmp_path / "cache")]
+    bench = get_benchmark("vicuna80")
+    items = bench.load(context(tmp_path, *overrides))
+    server.reply_when = lambda user: "Both are fine." if "VICUNA-FIXTURE writing" in user else None
+    with pytest.raises(ParseFailures, match=r"vicuna80: 1 of 2 judge replies .* item ids: 2\."):
+        bench.score(context(tmp_path, *overrides), items, ["Sleep more.", "Leaves fall."], tmp_path / "out")
+    scores = bench.score(context(tmp_path, *overrides, "eval.judge.max_parse_failures=1"), items,
+                         ["Sleep more.", "Leaves fall."], tmp_path / "out")
+    # Only the parsed review counts: 9 / 8 (a (-1, -1) in the sums would give 8 / 7 = 114.3).
+    assert scores["overall"] == 112.5 and scores["categories"] == {"generic": 112.5}
+    assert scores["parse_failures"] == 1
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -32,11 +32,13 @@ def default_reply(user: str) -> str:
 
 
 class FakeJudge:
-    """Chat completions that answer by markers in the user message; `fail_when(user)` -> HTTP 400."""
+    """Chat completions that answer by markers in the user message; `fail_when(user)` -> HTTP 400;
+    `reply_when(user)` -> a reply text that replaces the default one (None keeps it)."""
 
     def __init__(self):
         self.requests: list[dict] = []
         self.fail_when = lambda user: False
+        self.reply_when = lambda user: None
         self.lock = threading.Lock()
         fake = self
 
@@ -49,7 +51,8 @@ class FakeJudge:
                 if fake.fail_when(user):
                     status, payload = 400, b'{"error": {"message": "fixture failure"}}'
                 else:
-                    reply = default_reply(user)
+                    override = fake.reply_when(user)
+                    reply = default_reply(user) if override is None else override
                     status = 200
                     payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant",
                                                                                 "content": reply}}]}).encode()

@@ -209,3 +209,86 @@ def test_cli_with_run_path(trained):
     entry = read_record(folder)["eval"]["synthetic"]["beam2"]
     assert entry["count"] == 16 and entry["settings"]["generation"]["max_new_tokens"] == 4
     assert "beam1" in read_record(folder)["eval"]["synthetic"]
+
+
+PROSE = "I cannot rate these answers."
+
+
+def test_unparsed_judge_replies_publish_no_score_and_a_rerun_reasks_only_them(trained, tmp_path, server):
+    root, folder = trained
+    # Settings of its own (5 new tokens), so this is a fresh evaluation of beam 1.
+    cfg = cfg_for(root, *llava_overrides(root, tmp_path, server, "eval.max_new_tokens=5"))
+    synthetic_before = read_record(folder)["eval"]["synthetic"]
+    server.reply_when = lambda user: PROSE
+    with pytest.raises(EvalFailed) as info:
+        evaluate_run(cfg, folder)
+    assert ("llava_bench: 9 of 9 judge replies could not be parsed as a score (eval.judge.max_parse_failures = 0);"
+            " item ids: 0, 1, 2.") in str(info.value)
+    record = read_record(folder)["eval"]
+    entry = record["llava_bench"]["beam1"]
+    assert entry["status"] == "incomplete" and entry["overall"] is None and "categories" not in entry
+    assert (entry["parse_failures"], entry["reviews"], entry["failed_items"]) == (9, 9, [0, 1, 2])
+    assert entry["settings"]["generation"]["max_new_tokens"] == 5
+    assert record["synthetic"] == synthetic_before  # nothing else lost
+    out = folder / "eval" / "llava_bench" / "beam1"
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 3
+    review = json.loads((out / "reviews-1.jsonl").read_text().splitlines()[0])
+    assert review["content"] == PROSE and review["tuple"] == [-1.0, -1.0]
+    assert not list((tmp_path / "cache").glob("*.json"))  # no unparsed reply was cached
+
+    # Only the detail question's replies fail now; the saved answers are reused (no model load).
+    server.reply_when = lambda user: PROSE if "RULE-detail" in user else None
+    with pytest.raises(EvalFailed, match=r"3 of 9 judge replies .* item ids: 1\.") as info:
+        evaluate_run(cfg, folder, loader=no_model)
+    assert read_record(folder)["eval"]["llava_bench"]["beam1"]["failed_items"] == [1]
+
+    # The judge answers properly: only the three failed items are asked again, the rest come from the cache.
+    server.reply_when = lambda user: None
+    before, detail_before = len(server.requests), server.count("RULE-detail")
+    results = evaluate_run(cfg, folder, loader=no_model)
+    assert len(server.requests) - before == 3 and server.count("RULE-detail") - detail_before == 3
+    entry = read_record(folder)["eval"]["llava_bench"]["beam1"]
+    assert results["llava_bench"] == entry
+    assert entry["status"] == "complete" and entry["overall"] == 100.0 and entry["parse_failures"] == 0
+
+
+def test_parse_failures_within_the_allowed_number_are_left_out_and_counted(trained, tmp_path, server):
+    root, folder = trained
+    allowed = llava_overrides(root, tmp_path, server, "eval.max_new_tokens=3", "eval.judge.max_parse_failures=3")
+    server.reply_when = lambda user: PROSE if "RULE-detail" in user else None
+    results = evaluate_run(cfg_for(root, *allowed), folder)
+    entry = results["llava_bench"]
+    # The detail reviews are left out (never scored as (-1, -1)): (6 + 6) / (8 + 4) = 100.
+    assert entry["overall"] == 100.0 and entry["categories"] == {"conv": 75.0, "complex": 150.0}
+    assert entry["parse_failures"] == 3 and entry["status"] == "complete"
+    assert "llava_bench beam1: 100.0 (3 judge replies unparsed" in runner.format_results(results)
+
+    # A stricter limit re-scores the same answers: the three replies are asked again and still fail.
+    strict = llava_overrides(root, tmp_path, server, "eval.max_new_tokens=3", "eval.judge.max_parse_failures=2")
+    before = len(server.requests)
+    with pytest.raises(EvalFailed, match=r"3 of 9 judge replies .*max_parse_failures = 2\); item ids: 1\."):
+        evaluate_run(cfg_for(root, *strict), folder, loader=no_model)
+    assert len(server.requests) - before == 3
+    assert read_record(folder)["eval"]["llava_bench"]["beam1"]["overall"] is None
+
+
+def test_evaluation_after_training_fails_naming_the_items(trained, tmp_path, server):
+    root, folder = trained
+    cfg = cfg_for(root, *llava_overrides(root, tmp_path, server, "eval.max_new_tokens=2"))
+    server.reply_when = lambda user: PROSE
+    with pytest.raises(EvalFailed, match="item ids: 0, 1, 2"):
+        run_pipeline(cfg)  # the run is done: training is skipped, evaluation runs and fails
+
+
+def test_cli_exits_non_zero_naming_unparsed_items(trained, tmp_path, server):
+    root, folder = trained
+    server.reply_when = lambda user: PROSE
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmm.eval", f"paths.root={root}", f"+run={folder}",
+         *llava_overrides(root, tmp_path, server, "eval.max_new_tokens=2")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "llava_bench: 9 of 9 judge replies could not be parsed" in proc.stderr
+    assert "item ids: 0, 1, 2" in proc.stderr and "llava_bench beam1: 100.0" not in proc.stdout

@@ -246,6 +246,27 @@ def test_malformed_replies_are_counted_not_raised(server, client_factory, tmp_pa
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
 
 
+def test_replies_the_caller_refuses_are_never_cached_nor_served_from_the_cache(server, client_factory, tmp_path):
+    def wants_digits(reply: str) -> bool:
+        return reply.split(": ", 1)[1].isdigit()
+
+    client = client_factory()
+    prose = client.complete(ask("I cannot rate these answers.", accept=wants_digits))
+    assert prose.ok and prose.rejected and prose.content == "ok: I cannot rate these answers."
+    assert not list((tmp_path / "cache").glob("*.json"))
+    assert client.complete(ask("I cannot rate these answers.", accept=wants_digits)).rejected
+    assert len(server.requests) == 2  # asked again, not served from a cache
+    # A refused reply already in the cache (e.g. written before the check existed) is asked again too.
+    client.complete(ask("7"))
+    assert client.complete(ask("7")).cached and len(server.requests) == 3
+    again = client.complete(ask("7", accept=lambda reply: False))
+    assert again.rejected and not again.cached and len(server.requests) == 4
+    good = client.complete(ask("8", accept=wants_digits))
+    assert not good.rejected and client.complete(ask("8", accept=wants_digits)).cached
+    batch = client.judge_many([ask("x", accept=wants_digits), ask("9", accept=wants_digits)])
+    assert batch.rejected == 1 and batch.errors == 0
+
+
 def test_judge_many_bounds_concurrency(client_factory, server):
     server.delay = 0.05
     batch = client_factory().judge_many([ask(f"q{i}") for i in range(9)], max_workers=3)

@@ -40,6 +40,9 @@ class JudgeRequest:
     tag: object = None
     # Repeated judge runs of one item (LLaVA-Bench averages 3) need distinct cache entries; not sent.
     run: int = 0
+    # Whether a reply is usable (e.g. parses as a score). A refused reply is returned with `rejected` set
+    # but never cached, and a cached reply it refuses is asked again: a re-run re-asks only those items.
+    accept: Callable[[str], bool] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class JudgeResult:
     cached: bool = False
     parse_failure: bool = False  # the server answered, but not with a usable chat completion
     error: str | None = None  # why there is no content; None on success
+    rejected: bool = False  # a chat completion arrived, but the request's `accept` refused it (not cached)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +72,10 @@ class JudgeBatch:
         return sum(not r.ok for r in self.results)
 
     @property
+    def rejected(self) -> int:
+        return sum(r.rejected for r in self.results)
+
+    @property
     def cache_hits(self) -> int:
         return sum(r.cached for r in self.results)
 
@@ -80,6 +88,7 @@ class JudgeBatch:
                 "cached": r.cached,
                 "parse_failure": r.parse_failure,
                 "error": r.error,
+                "rejected": r.rejected,
             }
             for r in self.results
         ]
@@ -242,7 +251,9 @@ class JudgeClient:
         key = self.cache_key(body, request.run)
         cached = self._cache_get(key)
         if cached is not None:
-            return JudgeResult(content=cached, tag=request.tag, cached=True)
+            if request.accept is None or request.accept(cached):
+                return JudgeResult(content=cached, tag=request.tag, cached=True)
+            log.info("judge cache entry %s is not a usable reply: asking again", key[:12])
         try:
             status, payload = self._post(body)
         except _Retryable as e:
@@ -254,6 +265,8 @@ class JudgeClient:
         if content is None:
             # Not cached: a later run should ask again.
             return JudgeResult(None, tag=request.tag, parse_failure=True, error="unparseable judge reply")
+        if request.accept is not None and not request.accept(content):
+            return JudgeResult(content=content, tag=request.tag, rejected=True)  # kept out of the cache
         self._cache_put(key, body, content)
         return JudgeResult(content=content, tag=request.tag)
 
@@ -276,6 +289,9 @@ class JudgeClient:
                 len(results),
                 batch.parse_failures,
             )
+        if batch.rejected:
+            log.warning("%d of %d judge replies were not usable (not cached: a re-run asks again)",
+                        batch.rejected, len(results))
         return batch
 
     def call_text(

@@ -7,6 +7,11 @@ file per judge run) and scores.json. The summary lands in results.json under `ev
 settings that produced it. A benchmark already scored with the same settings is skipped; saved
 answers with the same generation settings are reused, so a run whose judge failed only re-judges (and the
 judge's disk cache makes calls that succeeded before free).
+
+A score is published only when every judge reply parsed, or when the failures are within
+`eval.judge.max_parse_failures` (the count is then shown beside the score). Otherwise the entry is marked
+`status: incomplete` with no overall score and the failed item ids, and the evaluation fails; replies
+that did not parse are never cached, so a re-run asks the judge again for exactly those items.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.eval.benchmarks import Benchmark, BenchmarkError, EvalContext, Item, get_benchmark
+from lmm.eval.benchmarks import Benchmark, BenchmarkError, EvalContext, Item, ParseFailures, get_benchmark
 from lmm.eval.benchmarks.base import read_jsonl, write_jsonl, write_text_atomic
 from lmm.launch.filelock import exclusive
 from lmm.records import is_done, read_record, update_record
@@ -204,7 +209,7 @@ def evaluate_run(cfg: DictConfig, run_dir: str | Path, *,
         try:
             settings = benchmark_settings(ctx, bench)
             previous = (read_record(run_dir).get("eval") or {}).get(bench.name, {}).get(key)
-            if previous and previous.get("settings") == settings:
+            if is_published(previous, settings, ctx.max_parse_failures):
                 log.info("%s %s: already scored with these settings, skipped", bench.name, key)
                 results[bench.name] = previous
                 continue
@@ -212,22 +217,49 @@ def evaluate_run(cfg: DictConfig, run_dir: str | Path, *,
         except BenchmarkError as e:
             log.error("%s %s: %s", bench.name, key, e)
             failures[bench.name] = str(e)
+            if isinstance(e, ParseFailures):  # the record says why there is no score
+                merge_scores(run_dir, bench.name, key,
+                             incomplete_entry(bench.name, e, settings, cfg, run_dir, started))
             continue
         out = eval_dir(run_dir, bench.name, cfg)
         write_text_atomic(out / SCORES_FILE, json.dumps(
             {"benchmark": bench.name, "beam": key, "settings": settings, **scores}, indent=2, default=str) + "\n")
-        entry = {k: scores[k] for k in SUMMARY_KEYS if k in scores}
-        judge = settings.get("judge") or {}
-        entry.update(settings=settings, num_beams=int(cfg.eval.num_beams), judge_model=judge.get("model"),
-                     judge_runs=judge.get("num_runs"),
-                     folder=str(out.relative_to(run_dir)), wall_time_s=round(time.time() - started, 2),
-                     evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        entry = {"status": "complete", **{k: scores[k] for k in SUMMARY_KEYS if k in scores}}
+        entry.update(_entry_context(bench.name, settings, cfg, run_dir, started))
         merge_scores(run_dir, bench.name, key, entry)
         results[bench.name] = entry
-        log.info("%s %s: %s", bench.name, key, entry.get("overall"))
+        log.info("%s %s: %s%s", bench.name, key, entry.get("overall"), _failures_note(entry))
     if failures:
         raise EvalFailed(failures, results)
     return results
+
+
+def is_published(previous: dict | None, settings: dict, max_parse_failures: int) -> bool:
+    """Whether a recorded entry is a score for these settings that needs no re-scoring (an incomplete
+    entry, or one scored with more unparsed judge replies than now allowed, is scored again)."""
+    return bool(previous) and previous.get("settings") == settings and previous.get("status") != "incomplete" \
+        and previous.get("overall") is not None and int(previous.get("parse_failures") or 0) <= max_parse_failures
+
+
+def _entry_context(bench: str, settings: dict, cfg: DictConfig, run_dir: Path, started: float) -> dict:
+    """What every results.json entry records beside its scores: the settings, judge, folder and timing."""
+    judge = settings.get("judge") or {}
+    return {"settings": settings, "num_beams": int(cfg.eval.num_beams), "judge_model": judge.get("model"),
+            "judge_runs": judge.get("num_runs"), "folder": str(eval_dir(run_dir, bench, cfg).relative_to(run_dir)),
+            "wall_time_s": round(time.time() - started, 2), "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def incomplete_entry(bench: str, error: ParseFailures, settings: dict, cfg: DictConfig, run_dir: Path,
+                     started: float) -> dict:
+    """The results.json entry of a benchmark whose judge replies did not all parse: no overall score."""
+    return {"status": "incomplete", "overall": None, "parse_failures": error.count,
+            "max_parse_failures": error.limit, "reviews": error.total, "failed_items": error.failed_ids,
+            "error": str(error), **_entry_context(bench, settings, cfg, run_dir, started)}
+
+
+def _failures_note(entry: dict) -> str:
+    n = int(entry.get("parse_failures") or 0)
+    return f" ({n} judge replies unparsed, within eval.judge.max_parse_failures)" if n else ""
 
 
 def resolve_run(cfg: DictConfig) -> tuple[Path, DictConfig]:
@@ -257,5 +289,6 @@ def format_results(results: dict[str, dict]) -> str:
         cats = ", ".join(f"{k} {v}" for k, v in (entry.get("categories") or {}).items())
         by = f" [judge {entry['judge_model']} x{entry['judge_runs']}]" if entry.get("judge_model") else ""
         suffix = f"  ({cats})" if cats else ""
-        lines.append(f"{name} beam{entry.get('num_beams')}: {entry.get('overall')}{by}{suffix}")
+        lines.append(f"{name} beam{entry.get('num_beams')}: {entry.get('overall')}{_failures_note(entry)}{by}"
+                     f"{suffix}")
     return "\n".join(lines)

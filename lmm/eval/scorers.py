@@ -87,6 +87,11 @@ def parse_score_pair(reply: str) -> tuple[float, float]:
     return pair if all(math.isfinite(x) for x in pair) else FAILED_PAIR
 
 
+def has_score_pair(reply: str) -> bool:
+    """Whether a pairwise review starts with the two scores it must give."""
+    return parse_score_pair(reply) != FAILED_PAIR
+
+
 def _review_pair(row: Mapping, stored_key: str, text_key: str) -> tuple[float, float]:
     """The stored score pair of a review row, re-parsed from the reply text only when none was stored."""
     if stored_key in row and row[stored_key] is not None:
@@ -134,10 +139,11 @@ class LlavaBenchRun:
     parse_failures: int
 
 
-def llava_bench_run(rows: Iterable[Mapping]) -> LlavaBenchRun:
+def llava_bench_run(rows: Iterable[Mapping], exclude_failed: bool = False) -> LlavaBenchRun:
     """Relative scores of one review file (rows with `category` and `tuple`, or `content` to parse).
 
-    Failed parses stay in the means as (-1, -1), as the published summariser does; they are counted.
+    Failed parses are counted. By default they stay in the means as (-1, -1), as the published summariser
+    does (to reproduce published files); `exclude_failed` leaves them out instead (our own runs).
     """
     by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
     every: list[tuple[float, float]] = []
@@ -145,17 +151,22 @@ def llava_bench_run(rows: Iterable[Mapping]) -> LlavaBenchRun:
     for row in rows:
         pair = _review_pair(row, "tuple", "content")
         failures += pair == FAILED_PAIR
+        if exclude_failed and pair == FAILED_PAIR:
+            continue
         by_category[llava_bench_short_name(row["category"])].append(pair)
         every.append(pair)
     if not every:
-        raise ValueError("a LLaVA-Bench review file has no rows")
+        raise ValueError(f"a LLaVA-Bench review file has no {'parsed reviews' if failures else 'rows'}")
     categories = {name: _relative(by_category[name]) for name in _llava_bench_order(by_category)}
     return LlavaBenchRun(overall=_relative(every), categories=categories, parse_failures=failures)
 
 
-def llava_bench_score(runs: Sequence[Iterable[Mapping]]) -> BenchmarkScore:
-    """LLaVA-Bench over several judge runs: the published number is the mean of the runs' scores."""
-    per_run = [llava_bench_run(rows) for rows in runs]
+def llava_bench_score(runs: Sequence[Iterable[Mapping]], exclude_failed: bool = False) -> BenchmarkScore:
+    """LLaVA-Bench over several judge runs: the published number is the mean of the runs' scores.
+
+    `exclude_failed`: see `llava_bench_run`.
+    """
+    per_run = [llava_bench_run(rows, exclude_failed) for rows in runs]
     if not per_run:
         raise ValueError("no LLaVA-Bench review runs given")
     names = _llava_bench_order({name for run in per_run for name in run.categories})
@@ -188,29 +199,34 @@ def _ratio_of_sums(pairs: Sequence[tuple[float, float]]) -> float:
 
 
 def vicuna80_score(
-    rows: Iterable[Mapping], question_categories: Mapping[int, str] | None = None
+    rows: Iterable[Mapping], question_categories: Mapping[int, str] | None = None, exclude_failed: bool = False
 ) -> BenchmarkScore:
     """Vicuna-80 relative score of one review file: sum(target) / sum(reference) x 100.
 
     Rows carry `score: [reference, target]` (or `text` to parse).
-    Per-category scores need a question_id -> category map.
+    Per-category scores need a question_id -> category map. Failed parses are counted; they stay in the
+    sums as (-1, -1) like the published files, unless `exclude_failed` (our own runs).
     """
     pairs: list[tuple[float, float]] = []
     by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    failures = 0
     for row in rows:
         pair = _review_pair(row, "score", "text")
+        failures += pair == FAILED_PAIR
+        if exclude_failed and pair == FAILED_PAIR:
+            continue
         pairs.append(pair)
         if question_categories is not None:
             by_category[question_categories[row["question_id"]]].append(pair)
     if not pairs:
-        raise ValueError("a Vicuna-80 review file has no rows")
+        raise ValueError(f"a Vicuna-80 review file has no {'parsed reviews' if failures else 'rows'}")
     overall = _ratio_of_sums(pairs)
     return BenchmarkScore(
         overall=round1(overall),
         categories={name: round1(_ratio_of_sums(p)) for name, p in sorted(by_category.items())},
         runs=[round1(overall)],
         std=0.0,
-        parse_failures=sum(p == FAILED_PAIR for p in pairs),
+        parse_failures=failures,
         details={"reference_sum": sum(p[0] for p in pairs), "target_sum": sum(p[1] for p in pairs)},
     )
 

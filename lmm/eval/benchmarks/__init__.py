@@ -9,6 +9,7 @@ from lmm.eval.benchmarks.base import (
     Item,
     JudgeFailed,
     MissingBenchmarkData,
+    ParseFailures,
 )
 
 
@@ -35,4 +36,4 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 __all__ = ["BENCHMARK_NAMES", "Benchmark", "BenchmarkError", "EvalContext", "Item", "JudgeFailed",
-           "MissingBenchmarkData", "get_benchmark"]
+           "MissingBenchmarkData", "ParseFailures", "get_benchmark"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,21 @@ class MissingBenchmarkData(BenchmarkError, FileNotFoundError):
 
 class JudgeFailed(BenchmarkError):
     """Some judge calls failed; the answers are saved, so a re-run only re-judges."""
+
+
+class ParseFailures(BenchmarkError):
+    """More judge replies than `eval.judge.max_parse_failures` gave no score: the benchmark is incomplete.
+
+    Those replies were not cached, so a re-run asks the judge again for exactly these items.
+    """
+
+    def __init__(self, benchmark: str, failed: Sequence[tuple[int, object]], total: int, limit: int):
+        self.failed_ids = sorted({item for _, item in failed}, key=str)
+        self.count, self.total, self.limit = len(failed), total, limit
+        super().__init__(
+            f"{benchmark}: {self.count} of {total} judge replies could not be parsed as a score "
+            f"(eval.judge.max_parse_failures = {limit}); item ids: {', '.join(map(str, self.failed_ids))}. "
+            "Re-run the same command to ask the judge again for these items only.")
 
 
 @dataclass
@@ -66,6 +82,19 @@ class EvalContext:
 
     def judge_runs(self, benchmark: str) -> int:
         return int(self.judge_cfg.num_runs.get(benchmark, 1))
+
+    @property
+    def max_parse_failures(self) -> int:
+        return int(self.judge_cfg.get("max_parse_failures") or 0)  # configs saved before the field: 0
+
+    def check_parse_failures(self, benchmark: str, failed: Sequence[tuple[int, object]], total: int,
+                             runs: int = 1) -> int:
+        """The number of (run, item id) replies that gave no score, out of `total` over `runs` judge runs;
+        raises ParseFailures above the limit, or when a judge run has no score at all to average."""
+        per_run = Counter(run for run, _ in failed)
+        if len(failed) > self.max_parse_failures or any(n == total // runs for n in per_run.values()):
+            raise ParseFailures(benchmark, failed, total, self.max_parse_failures)
+        return len(failed)
 
     def judge_client(self, benchmark: str) -> JudgeClient:
         judge = self.judge_cfg

@@ -17,7 +17,7 @@ from lmm.eval.benchmarks.base import (
 )
 from lmm.eval.judge import JudgeRequest
 from lmm.eval.prompts import JUDGE_PARAMS, llava_bench_items, load_rules
-from lmm.eval.scorers import llava_bench_review_row, llava_bench_score
+from lmm.eval.scorers import FAILED_PAIR, has_score_pair, llava_bench_review_row, llava_bench_score
 
 # Published file names per split: questions, GPT-4 reference answers, judge context (captions / boxes).
 LAYOUTS = {
@@ -67,15 +67,19 @@ class LlavaBench(Benchmark):
         runs = ctx.judge_runs(self.name)
         params = JUDGE_PARAMS["llava_bench"]
         requests = [JudgeRequest(messages=it.messages, temperature=params["temperature"],
-                                 max_tokens=params["max_tokens"], tag=it.question_id, run=run)
+                                 max_tokens=params["max_tokens"], tag=it.question_id, run=run,
+                                 accept=has_score_pair)
                     for run in range(runs) for it in judge_items]
         replies = ctx.judge_many(self.name, requests)
-        per_run = []
+        per_run, failed = [], []
         for run in range(runs):
             chunk = replies[run * len(judge_items):(run + 1) * len(judge_items)]
             rows = [{"id": i + 1, **llava_bench_review_row(it.question_id, it.category, reply)}
                     for i, (it, reply) in enumerate(zip(judge_items, chunk))]
-            write_jsonl(out / f"reviews-{run + 1}.jsonl", rows)
+            write_jsonl(out / f"reviews-{run + 1}.jsonl", rows)  # every reply, parsed or not, to inspect
             per_run.append(rows)
-        score = llava_bench_score(per_run)
+            failed += [(run, row["question_id"]) for row in rows if tuple(row["tuple"]) == FAILED_PAIR]
+        ctx.check_parse_failures(self.name, failed, len(requests), runs)
+        # Replies that gave no score (within the allowed number) are left out, never scored as (-1, -1).
+        score = llava_bench_score(per_run, exclude_failed=True)
         return {**score.to_json(), "count": len(judge_items), "details": score.details}

@@ -20,7 +20,7 @@ from lmm.eval.benchmarks.base import (
 )
 from lmm.eval.judge import JudgeRequest
 from lmm.eval.prompts import JUDGE_PARAMS, build_mmvet_query, load_grader_prompt
-from lmm.eval.scorers import grade_mmvet_with_retries, mmvet_score
+from lmm.eval.scorers import grade_mmvet_with_retries, mmvet_score, parse_mmvet_grade
 
 QUESTIONS_FILE = "mm-vet.json"
 
@@ -55,7 +55,7 @@ class MMVet(Benchmark):
 
             def call(messages, temperature):
                 result = client.complete(JudgeRequest(messages=messages, temperature=temperature,
-                                                      max_tokens=max_tokens, run=run))
+                                                      max_tokens=max_tokens, run=run, accept=is_grade))
                 if not result.ok:  # a failed call is no grade: never let it turn into a silent 0
                     raise JudgeFailed(f"mmvet {item.id}: {result.error}")
                 return result.content
@@ -78,6 +78,10 @@ class MMVet(Benchmark):
         if failures:
             raise JudgeFailed(f"mmvet: {len(failures)} of {len(tasks)} gradings failed (first: {failures[0]})")
 
+        # A grading whose retries all gave no grade is a parse failure, not a published 0.0 (within the
+        # allowed number it keeps the published grader's 0.0, and the count is reported beside the score).
+        failed = [(run, it.id) for run in range(runs) for i, it in enumerate(items)
+                  if not grades[run * len(items) + i].valid]
         model = ctx.judge_model(self.name)
         merged = {it.id: {"model": [], "content": [], "score": []} for it in items}
         for run in range(runs):
@@ -93,6 +97,11 @@ class MMVet(Benchmark):
             write_jsonl(out / f"reviews-{run + 1}.jsonl", rows)
         # The published grade-file layout, for `python -m lmm.eval.rescore mmvet grades.json`.
         write_text_atomic(out / "grades.json", json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
+        ctx.check_parse_failures(self.name, failed, len(tasks), runs)
         questions = {it.id: {"capability": it.meta["capability"]} for it in items}
         score = mmvet_score(merged, questions, num_runs=runs)
-        return {**score.to_json(), "count": len(items), "details": score.details}
+        return {**score.to_json(), "parse_failures": len(failed), "count": len(items), "details": score.details}
+
+
+def is_grade(reply: str) -> bool:
+    return parse_mmvet_grade(reply) is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, read_jsonl, require, write_jsonl
 from lmm.eval.judge import JudgeRequest
 from lmm.eval.prompts import VicunaTemplates, build_vicuna_messages
-from lmm.eval.scorers import parse_score_pair, round1, vicuna80_score
+from lmm.eval.scorers import FAILED_PAIR, has_score_pair, parse_score_pair, round1, vicuna80_score
 
 
 class Vicuna80(Benchmark):
@@ -37,16 +37,21 @@ class Vicuna80(Benchmark):
                 messages, params = build_vicuna_messages(it.prompt, reference[it.id], answer,
                                                          it.meta["category"], templates)
                 requests.append(JudgeRequest(messages=messages, temperature=params["temperature"],
-                                             max_tokens=params["max_tokens"], tag=it.id, run=run))
+                                             max_tokens=params["max_tokens"], tag=it.id, run=run,
+                                             accept=has_score_pair))
         replies = ctx.judge_many(self.name, requests)
         categories = {it.id: it.meta["category"] for it in items}
-        scores = []
+        all_rows, failed = [], []
         for run in range(runs):
             chunk = replies[run * len(items):(run + 1) * len(items)]
             rows = [{"question_id": it.id, "category": it.meta["category"], "text": reply,
                      "score": list(parse_score_pair(reply))} for it, reply in zip(items, chunk)]
-            write_jsonl(out / f"reviews-{run + 1}.jsonl", rows)
-            scores.append(vicuna80_score(rows, categories))
+            write_jsonl(out / f"reviews-{run + 1}.jsonl", rows)  # every reply, parsed or not, to inspect
+            all_rows.append(rows)
+            failed += [(run, row["question_id"]) for row in rows if tuple(row["score"]) == FAILED_PAIR]
+        ctx.check_parse_failures(self.name, failed, len(requests), runs)
+        # Replies that gave no score (within the allowed number) are left out, never summed as (-1, -1).
+        scores = [vicuna80_score(rows, categories, exclude_failed=True) for rows in all_rows]
         names = sorted({name for s in scores for name in s.categories})
         # Unrounded per-run totals (sum of target scores / sum of reference scores), averaged over runs.
         totals = [s.details["target_sum"] / s.details["reference_sum"] * 100 for s in scores]
