@@ -70,15 +70,19 @@ def save_projector(model, folder: Path, write: bool = True) -> None:
 
 def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = None):
     """The model to train in `stage`, with the stage-1 projector loaded for stage 2."""
+    from transformers import set_seed
+
     folder = assemble(cfg)
     dtype = compute_dtype(cfg)
     kwargs = {}
     if stage == "finetune" and cfg.tuning.method == "qlora":
         kwargs["quantization_config"] = quantization_config(cfg, dtype)
+    # Any weight from_pretrained has to initialise (none is expected) comes from the run's seed too.
+    set_seed(int(cfg.seed))
     model = LmmLlava.from_pretrained(folder, dtype=dtype, **kwargs)
     if stage1_projector is not None:
         load_projector(model, stage1_projector)
-    model = apply_trainability(model, stage, cfg.tuning)
+    model = apply_trainability(model, stage, cfg.tuning, seed=int(cfg.seed))
     if cfg.trainer.gradient_checkpointing and stage == "finetune":
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

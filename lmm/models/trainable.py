@@ -22,19 +22,24 @@ def lora_config(tuning: DictConfig):
                       target_modules=tuning.target_modules, bias="none", task_type="CAUSAL_LM")
 
 
-def apply_trainability(model: nn.Module, stage: str, tuning: DictConfig) -> nn.Module:
+def apply_trainability(model: nn.Module, stage: str, tuning: DictConfig, seed: int | None = None) -> nn.Module:
     """Freeze and unfreeze (or wrap with LoRA) for a stage; returns the model to train.
 
     stage 1: projector only. stage 2 full: projector + LLM (embeddings and head included).
-    LoRA/QLoRA: LoRA adapters on the LLM + projector. CLIP is always frozen.
+    LoRA/QLoRA: LoRA adapters on the LLM + projector, initialised from `seed`. CLIP is always frozen.
     """
     model.requires_grad_(False)
     if stage == "finetune" and tuning.method in ("lora", "qlora"):
         from peft import get_peft_model, prepare_model_for_kbit_training
+        from transformers import set_seed
 
         if tuning.method == "qlora":
             # Keeps norms in fp32 and enables input grads so checkpointed 4-bit blocks backpropagate.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if seed is not None:
+            # LoRA's A matrices are drawn from the global RNG: without this, two identical runs (or ranks)
+            # start from different adapters whenever anything drew random numbers before.
+            set_seed(int(seed))
         model = get_peft_model(model, lora_config(tuning))
     elif stage == "finetune":
         llava = base_llava(model)
