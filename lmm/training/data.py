@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +51,15 @@ def load_stage_records(data: DictConfig, seed: int) -> list[dict]:
     return records
 
 
+def image_check_cache(cfg: DictConfig, data: DictConfig) -> Path | None:
+    """The start-up image check's cache file of a data set (one per image folder, under paths.cache_dir)."""
+    if not data.image_folder:
+        return None
+    folder = os.path.abspath(str(data.image_folder))
+    digest = hashlib.sha256(folder.encode()).hexdigest()[:16]
+    return Path(cfg.paths.cache_dir) / "image-check" / f"{Path(folder).name}-{digest}.json"
+
+
 def build_training_data(cfg: DictConfig, stage: str, tokenizer, processor, num_image_tokens: int) -> TrainingData:
     data = cfg.pretrain_data if stage == "pretrain" else cfg.data
     template = "plain" if stage == "pretrain" else cfg.model.template
@@ -56,7 +67,7 @@ def build_training_data(cfg: DictConfig, stage: str, tokenizer, processor, num_i
         load_stage_records(data, int(cfg.seed)), tokenizer, template,
         image_folder=data.image_folder, image_processor=processor, num_image_tokens=num_image_tokens,
         max_length=int(data.max_length), image_aspect=data.image_aspect,
-        max_bad_image_fraction=float(data.max_bad_fraction),
+        max_bad_image_fraction=float(data.max_bad_fraction), image_check_cache=image_check_cache(cfg, data),
     )
     if len(dataset) == 0:
         raise ValueError(f"data {data.name}: no trainable sample left ({dataset.stats.summary()})")
