@@ -85,22 +85,37 @@ def _isnan(value) -> bool:
 
 
 def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> list[dict]:
-    """The stage-2 run records under a runs folder (finished runs only unless asked), each with `_folder`."""
+    """The stage-2 run records under a runs folder (finished runs only unless asked), each with `_folder`.
+
+    Runs live once in the run store (runs/stage2/<id>); a sweep is a folder of links to them. A run
+    appears once per sweep that links to it, with `sweep` set to that sweep's name (so each table sees
+    the runs its sweep uses); a stored run no sweep links to, or a folder of the older layout
+    (runs/<sweep>/<id> as a real folder), keeps the sweep its record names. `runs_dir` may also be
+    one sweep's folder.
+    """
+    from lmm.launch.store import memberships
+
+    root = Path(runs_dir).expanduser()
+    views = memberships(root)
+    folders = {p.parent.resolve() for p in root.rglob(RECORD_FILE)}
+    folders |= {p.resolve() for p in root.iterdir() if p.is_symlink() and p.is_dir()} if root.is_dir() else set()
+    folders |= set(views)
     records = []
-    for path in sorted(Path(runs_dir).expanduser().rglob(RECORD_FILE)):
-        folder = path.parent
+    for folder in sorted(folders):
         if any(part in ("checkpoints", ".hydra", "wandb") for part in folder.parts):
+            continue
+        if not (folder / RECORD_FILE).exists():
             continue
         if not include_unfinished and not (folder / DONE_FILE).exists():
             continue
         try:
-            record = json.loads(path.read_text())
+            record = json.loads((folder / RECORD_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if record.get("kind", "stage2") != "stage2":
+        if not isinstance(record, dict) or record.get("kind", "stage2") != "stage2":
             continue
-        record["_folder"] = str(folder)
-        records.append(record)
+        for sweep in views.get(folder) or [record.get("sweep")]:
+            records.append({**record, "sweep": sweep, "_folder": str(folder)})
     return records
 
 

@@ -162,6 +162,10 @@ class PretrainConfig:
     micro_batch_size: int = II("model.recipe.pretrain.micro_batch_size")
     epochs: float = II("model.recipe.pretrain.epochs")
     nodes: int = II("model.recipe.pretrain.nodes")
+    # Stage 1's own ZeRO stage (it trains only the projector, whatever the stage-2 method): null = the
+    # run's deepspeed.stage, raised to ZeRO-3 when the planner predicts that would not fit (65B: the bf16
+    # LLM on every GPU under ZeRO-2 needs ~136 GB). Not part of the stage-1 identity.
+    zero_stage: Optional[int] = None
 
 
 @dataclass
@@ -205,6 +209,8 @@ class ClusterConfig:
     account: Optional[str] = None
     qos: Optional[str] = None
     constraint: Optional[str] = None
+    # A gres request for every job (e.g. "gpu:a100:8"); null = --gpus-per-node=<gpus_per_node>.
+    gres: Optional[str] = None
     timeout_min: int = 60
     usd_per_gpu_hour_per_node: float = 13.63
 
@@ -328,6 +334,9 @@ class RunConfig:
     sweep: str = "default"
     seed: int = 42
     dry_run: bool = False
+    # What a job does with its run: `all` trains (if not done) then evaluates `eval.benchmarks`; the
+    # SLURM launcher splits that into a `train` job and an `eval` job sized for inference (afterok).
+    task: str = "all"
 
 
 def register_configs() -> None:

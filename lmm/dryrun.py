@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id
+from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id, sweep_link
 from lmm.plan import preflight
+from lmm.plan.memory import stage_zero
 from lmm.plan.report import summary_line
 from lmm.validate import accumulation_steps, world_size
 
@@ -28,8 +29,9 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
     accum = accumulation_steps(opt.global_batch_size, opt.micro_batch_size, world)
     what = TRAINABLE["pretrain" if stage == "pretrain" else cfg.tuning.method]
     data = cfg.pretrain_data if stage == "pretrain" else cfg.data
+    zero = stage_zero(cfg, stage)
     lines = [
-        f"  [{stage}] trainable: {what}",
+        f"  [{stage}] trainable: {what}; DeepSpeed {'ZeRO-' + str(zero) if zero else 'off'}",
         f"    data {data.name}, lr {opt.lr:g}, epochs {opt.epochs:g}, max length {data.max_length}",
         f"    world {world} = {nodes} node(s) × {cfg.cluster.gpus_per_node} {cfg.cluster.gpu_type}; "
         f"micro {opt.micro_batch_size} × accumulation {accum} × world {world} = global {opt.global_batch_size}",
@@ -41,8 +43,11 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
     return lines
 
 
-def format_plan(cfg: DictConfig, stage1_present: bool) -> str:
-    """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders, and the planner's line."""
+def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None = None) -> str:
+    """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders, and the planner's line.
+
+    `stage1_state` replaces the stage-1 projector's state (e.g. "its own stage-1 job").
+    """
     zero = cfg.deepspeed.stage
     lines = [
         f"run {run_id(cfg)}",
@@ -55,13 +60,15 @@ def format_plan(cfg: DictConfig, stage1_present: bool) -> str:
         if cfg.stage.projector_path:
             source = f"stage.projector_path {cfg.stage.projector_path}"
         else:
-            state = "present, reused" if stage1_present else (
-                "missing, trained first" if cfg.stage.name == "both" else "MISSING")
+            state = stage1_state or ("present, reused" if stage1_present else (
+                "missing, trained first" if cfg.stage.name == "both" else "MISSING"))
             source = f"{stage1_id(cfg)} ({state})"
         lines.append(f"  stage-1 projector: {source}")
         lines.append(f"  stage-1 folder: {stage1_dir(cfg)}")
     lines.append(f"  output: {run_dir(cfg)}")
+    if cfg.stage.name != "pretrain":
+        lines.append(f"  listed in sweep {cfg.sweep}: {sweep_link(cfg)}")
     lines.append(f"  {summary_line(preflight(cfg, stage1_present=stage1_present))}")
-    if cfg.eval.benchmarks:
+    if cfg.eval.benchmarks and cfg.task != "train" and cfg.stage.name != "pretrain":
         lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
     return "\n".join(lines)

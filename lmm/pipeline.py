@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.dryrun import stages_of
-from lmm.launch.identity import run_dir, stage1_dir
+from lmm.launch.identity import run_dir, stage1_dir, sweep_link
 from lmm.launch.rundir import clear_failed, mark_failed, run_lock
+from lmm.launch.store import link_into_sweep
 from lmm.records import build_run_record, build_stage1_record, is_done, mark_done, write_record
 from lmm.training.stage import barrier, is_main_process, train_stage
 
@@ -41,17 +43,27 @@ def run_stage1(cfg: DictConfig) -> Path:
     return folder
 
 
-def run_pipeline(cfg: DictConfig) -> Path:
-    """Run the stages this config asks for; returns the run folder.
+class NotTrained(RuntimeError):
+    """`task=eval` on a run that has not finished training."""
 
-    A finished run is skipped; a running one (its lock held by another job) raises RunLocked; a
-    failure leaves a FAILED note in the run folder (removed when a later attempt succeeds).
+
+def run_pipeline(cfg: DictConfig) -> Path:
+    """Run the stages this config asks for, then its evaluation (`task`: all, train or eval); returns the run folder.
+
+    The run lives in the run store and appears in its sweep's view (a link). A finished run is not
+    trained again; a running one (its lock held by another job) raises RunLocked; a failure leaves a
+    FAILED note in the run folder (removed when a later attempt succeeds).
     """
     if cfg.stage.name == "pretrain":
         return run_stage1(cfg)
     target = run_dir(cfg)
-    if is_done(target):
-        log.info("run %s is done: skipped", target.name)
+    if os.environ.get("RANK", "0") == "0":
+        link_into_sweep(target, sweep_link(cfg))
+    if is_done(target) or cfg.task == "eval":
+        if not is_done(target):
+            raise NotTrained(f"run {target.name} has not finished training (no DONE in {target}): "
+                             "train it first (task=all or task=train)")
+        log.info("run %s is done: not trained again", target.name)
         evaluate_if_asked(cfg, target)
         return target
     with run_lock(target, wait=False):
@@ -77,8 +89,8 @@ def _train_run(cfg: DictConfig, target: Path) -> None:
 
 
 def evaluate_if_asked(cfg: DictConfig, target: Path) -> None:
-    """Evaluate a trained run on `eval.benchmarks` (benchmarks already scored are skipped)."""
-    if cfg.eval.benchmarks and is_main_process():
+    """Evaluate a trained run on `eval.benchmarks` (benchmarks already scored are skipped) unless task=train."""
+    if cfg.eval.benchmarks and cfg.task != "train" and is_main_process():
         from lmm.eval.runner import evaluate_run
         from lmm.tracking import log_eval_scores
 

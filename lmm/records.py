@@ -24,8 +24,8 @@ A stage-2 record (`kind: "stage2"`, in runs/<sweep>/<run_id>) holds:
 A stage-1 record (`kind: "stage1"`, runs/stage1/<id>) has the same identity, choices, hparams, resources,
 `stages: {"pretrain": summary}` and `cost`, plus `pretrain`: its raw statistics (loss curve included).
 
-Wall time is that of the job that finished the stage: a stage resumed after a requeue counts only its
-last attempt.
+Wall time, GPU-hours and tokens of a stage sum over every attempt at it (requeues, resumes after a kill);
+`attempts` counts them (`attempts.json` in the stage's folder lists each).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,18 +138,21 @@ def stage_summary(cfg, stats: dict, run_id: str) -> dict:
 
     world = max(int(stats.get("world_size") or 1), 1)
     wall_s = float(stats.get("wall_time_s") or 0.0)
-    gph_node = gpu_hours_per_node(wall_s / 3600, world)
+    # Summed over every attempt (requeues, resumes), each with its own world size.
+    gpu_h = float(stats.get("gpu_seconds") or wall_s * world) / 3600
+    gph_node = gpu_hours_per_node(gpu_h, 1)
     return {
         "run_id": run_id,
         "steps": stats.get("steps"),
         "tokens": stats.get("tokens"),
         "epochs": stats.get("epochs"),
         "wall_time_s": wall_s,
+        "attempts": int(stats.get("attempts") or 1),
         "train_runtime_s": stats.get("train_runtime_s"),
         "world_size": world,
         "gpus": world,
         "nodes": max(1, math.ceil(world / max(int(cfg.cluster.gpus_per_node), 1))),
-        "gpu_hours": _round(wall_s / 3600 * world),
+        "gpu_hours": _round(gpu_h),
         "gpu_hours_per_node": _round(gph_node),
         "usd": _round(usd(gph_node, cfg)),
         "params_trainable": stats.get("params_trainable"),
@@ -255,7 +257,7 @@ def build_run_record(cfg, stage1_stats: dict | None, stage2_stats: dict, stage1_
         "seed": int(cfg.seed),
         "started_at": _iso(started),
         "finished_at": _now(),
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": finetune["wall_time_s"],  # stage 2's, over every attempt (stage 1 is its own run)
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "choices": choices(cfg),
         "hparams": hparams(cfg),

@@ -4,77 +4,88 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra_plugins.lmm_launcher.launcher import MANIFEST
-from lmm.launch.rundir import is_locked, read_failure
-from lmm.records import is_done
+from lmm.launch.jobs import latest_job, queue_states
+from lmm.launch.rundir import ATTEMPTS_FILE, FAILED_FILE, LOCK_FILE, is_locked, read_attempts
+from lmm.launch.store import migrate
+from lmm.records import DONE_FILE, RECORD_FILE
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+# A folder is a run when it holds one of these (a sweep view may also hold plots/ and the like).
+RUN_MARKERS = (RECORD_FILE, DONE_FILE, FAILED_FILE, LOCK_FILE, "config.yaml", "jobs.jsonl", "checkpoints",
+               ATTEMPTS_FILE)
 
 
 @dataclass
 class RunState:
     run_id: str
-    state: str  # done | failed | running | pending | submitted | interrupted
+    state: str  # done | failed | running | pending | submitted | interrupted | corrupt
     job_id: str | None
     log: str | None
     detail: str = ""
+    attempts: int = 0
 
 
-def _manifest_entries(sweep_dir: Path) -> dict[str, dict]:
-    """The latest submission of each run, from the launcher's manifests under the sweep's .hydra/."""
-    latest: dict[str, dict] = {}
-    for manifest in sorted(sweep_dir.glob(f".hydra/*/{MANIFEST}"), key=lambda p: p.stat().st_mtime):
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                latest[entry["run_id"]] = entry
-    return latest
+def _read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(content, None) or (None, what is wrong with the file)."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"{path.name} is corrupt ({type(error).__name__}: {error})"
+    return (content, None) if isinstance(content, dict) else (None, f"{path.name} is corrupt (not a JSON object)")
 
 
-def _scheduler_state(entry: dict) -> str | None:
-    """SLURM's view of a job (PENDING, RUNNING, REQUEUED, ...) when sacct is available."""
-    if not shutil.which("sacct") or not entry.get("job_id", "").isdigit():
-        return None
-    out = subprocess.run(["sacct", "-j", entry["job_id"], "-X", "-n", "-P", "-o", "State"],
-                         capture_output=True, text=True, timeout=30)
-    states = [s.strip().split()[0] for s in out.stdout.splitlines() if s.strip()]
-    return states[-1] if states else None
+def _run_folders(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in sweep_dir.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and any((p / m).exists() for m in RUN_MARKERS))
 
 
 def run_states(sweep_dir: Path) -> list[RunState]:
-    """Every run of a sweep folder (runs/<sweep>) with its state, job id and log path."""
-    entries = _manifest_entries(sweep_dir)
-    folders = {p.name: p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    """Every run of a sweep view (runs/<sweep>) with its state, its job, log and requeue count."""
+    folders = _run_folders(sweep_dir)
+    jobs = {f: latest_job(f, "train") or latest_job(f) for f in folders}
+    queue = queue_states([j["job_id"] for j in jobs.values() if j])
     states = []
-    for run_id in sorted(set(entries) | set(folders)):
-        entry, folder = entries.get(run_id, {}), folders.get(run_id, sweep_dir / run_id)
-        log, job = entry.get("stderr"), entry.get("job_id")
-        failure = read_failure(folder)
-        if is_done(folder):
-            states.append(RunState(run_id, "done", job, log))
+    for folder in folders:
+        job = jobs[folder] or {}
+        job_id, log = job.get("job_id"), job.get("stderr")
+        attempts = len(read_attempts(folder))
+        state = RunState(folder.name, "", job_id, log, attempts=attempts)
+        if (folder / RECORD_FILE).exists() and (folder / DONE_FILE).exists():
+            record, problem = _read_json(folder / RECORD_FILE)
+            state.state, state.detail = ("corrupt", f"{folder / RECORD_FILE}: {problem}") if problem else ("done", "")
+            if record and record.get("slurm_job_id"):
+                state.job_id = record["slurm_job_id"]
         elif is_locked(folder):
-            states.append(RunState(run_id, "running", job, log))
-        elif failure:
-            states.append(RunState(run_id, "failed", failure.get("slurm_job_id") or job, log, failure["error"]))
-        else:
-            scheduler = _scheduler_state(entry) if entry else None
-            if scheduler in ("PENDING", "REQUEUED", "CONFIGURING"):
-                states.append(RunState(run_id, "pending", job, log, scheduler))
-            elif scheduler == "RUNNING":
-                states.append(RunState(run_id, "running", job, log))
-            elif scheduler in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
-                states.append(RunState(run_id, "failed", job, log, scheduler))
-            elif entry:
-                states.append(RunState(run_id, "submitted" if scheduler is None else "interrupted", job, log,
-                                       scheduler or ""))
+            state.state = "running"
+        elif (folder / FAILED_FILE).exists():
+            failure, problem = _read_json(folder / FAILED_FILE)
+            if problem:
+                state.state, state.detail = "corrupt", f"{folder / FAILED_FILE}: {problem}"
             else:
-                states.append(RunState(run_id, "interrupted", None, None, "no DONE marker; re-run to resume"))
+                state.state, state.detail = "failed", str(failure.get("error", ""))
+                state.job_id = failure.get("slurm_job_id") or job_id
+                state.log = failure.get("log") or log
+        else:
+            scheduler = queue.get(str(job_id)) if job_id else None
+            if scheduler is None:
+                state.state = "submitted" if job else "interrupted"
+                state.detail = "" if job else "no DONE marker; re-run to resume"
+            elif scheduler.state == "RUNNING":
+                state.state = "running"
+            elif scheduler.active:
+                state.state, state.detail = "pending", scheduler.state + (f" ({scheduler.reason})" if scheduler.reason else "")
+            elif scheduler.state == "COMPLETED":
+                state.state, state.detail = "interrupted", "job ended without DONE; re-run to resume"
+            else:
+                state.state, state.detail = "failed", scheduler.state
+            if scheduler is not None and scheduler.restarts:
+                state.attempts = max(state.attempts, scheduler.restarts + 1)
+        states.append(state)
     return states
 
 
@@ -84,12 +95,12 @@ def print_status(sweep_dir: Path) -> int:
 
     states = run_states(sweep_dir)
     table = Table(title=f"sweep {sweep_dir.name}: {len(states)} run(s)")
-    for column in ("run", "state", "job", "log / detail"):
+    for column in ("run", "state", "job", "attempts", "log / detail"):
         table.add_column(column, overflow="fold")
-    colours = {"done": "green", "failed": "red", "running": "cyan", "pending": "yellow"}
+    colours = {"done": "green", "failed": "red", "corrupt": "red", "running": "cyan", "pending": "yellow"}
     for s in states:
         table.add_row(s.run_id, f"[{colours.get(s.state, 'white')}]{s.state}[/]", s.job_id or "–",
-                      "\n".join(x for x in (s.log, s.detail) if x) or "–")
+                      str(s.attempts or "–"), "\n".join(x for x in (s.log, s.detail) if x) or "–")
     Console(width=200).print(table)
     counts = {state: sum(s.state == state for s in states) for state in sorted({s.state for s in states})}
     print(", ".join(f"{n} {state}" for state, n in counts.items()))
@@ -114,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="launch a named grid from sweeps/ (then Hydra overrides)")
     run.add_argument("name")
     run.add_argument("overrides", nargs="*")
+    move = commands.add_parser("migrate", help="move runs/<sweep>/<id> folders of the older layout into the run "
+                                               "store (runs/stage2/) and link them back; nothing is retrained")
+    move.add_argument("runs_dir", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        if not args.runs_dir.is_dir():
+            raise SystemExit(f"{args.runs_dir} is not a folder (expected the runs folder, e.g. runs)")
+        print(migrate(args.runs_dir).summary())
+        return 0
     if args.command == "status":
         if not args.sweep_dir.is_dir():
             raise SystemExit(f"{args.sweep_dir} is not a folder (expected runs/<sweep>)")

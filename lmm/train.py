@@ -7,8 +7,10 @@ from omegaconf import DictConfig
 
 import lmm.config  # noqa: F401  (registers the schema and resolvers before Hydra composes)
 from lmm.dryrun import format_plan
-from lmm.launch.distributed import setup_distributed_env
+from lmm.launch.distributed import setup_distributed_env, threads_from_slurm
 from lmm.launch.identity import stage1_dir
+from lmm.plan.memory import stage_zero
+from lmm.plan.workload import stages_of
 from lmm.validate import validate
 
 
@@ -23,7 +25,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.dry_run:
         print(format_plan(cfg, present), flush=True)
         return
-    setup_distributed_env(need_process_group=cfg.deepspeed.stage > 0)
+    threads_from_slurm()
+    setup_distributed_env(need_process_group=any(stage_zero(cfg, s) > 0 for s in stages_of(cfg)))
     from lmm.pipeline import run_pipeline  # heavy imports (torch, transformers) only for real runs
 
     run_pipeline(cfg)

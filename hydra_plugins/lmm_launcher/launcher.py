@@ -1,51 +1,65 @@
-"""Hydra launchers over submitit that size each job from its own config and skip finished runs.
+"""Hydra launchers over submitit that plan a grid as dependent jobs, each sized from its own config.
 
-hydra-submitit-launcher submits every grid point with one set of resources; a grid of the paper
-mixes 1-, 2- and 4-node runs. These launchers compose each job's config first and then, before
-anything is submitted: validate it, refuse runs predicted to run out of memory (unless
-`plan.force=true`), skip runs that are done or already running, and size the job (nodes, one task
-per GPU). With `wait: false` they submit and return; `python -m lmm.sweep status` shows the jobs.
+Before anything is submitted, every grid point is composed, validated and (on SLURM) checked against
+its GPUs' memory; one invalid point stops the whole submission. The grid then becomes jobs:
+
+- one **stage-1** job per distinct missing stage 1 (sized for stage 1, its own ZeRO stage);
+- one **train** job per distinct run (grid points with the same run id share it: a configuration is
+  trained once however many sweeps or benchmarks use it), `--dependency=afterok:<stage-1 job>`, so no
+  allocation waits on a lock;
+- one **eval** job per run with benchmarks still to score (one process holding one node's GPUs),
+  `afterok` on the training job, or alone for a run that is already trained.
+
+Runs that are done, or whose job is still pending or running (from the run folder's `jobs.jsonl` and
+squeue/sacct), are not submitted again. Job logs live in the run's folder (`jobs/<job id>/`). The local
+executor (`hydra/launcher=submitit`) runs the same plan, waiting for a job's dependencies before
+submitting it. `dry_run=true` prints every job's sbatch request and dependencies, and fails when a
+grid point is predicted to run out of memory.
 """
 
 # No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where
 # dataclasses cannot resolve string annotations.
 
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import II, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
-MANIFEST = "lmm_jobs.jsonl"
+JOB_LOGS = "jobs"  # <run folder>/jobs/<job id>/: submitit's scripts, pickles and logs
 
 
 @dataclass
-class LmmSlurmConf(SlurmQueueConf):
+class LmmSlurmConf:
+    """`hydra/launcher=slurm`. Resources come from each job's `cluster` preset, not from here."""
+
     _target_: str = "hydra_plugins.lmm_launcher.launcher.LmmSlurmLauncher"
     # Block until every job ends (Hydra's default) or submit and return.
     wait: bool = True
-    # Requeues allowed after time-outs/preemptions (each resumes from the run's latest checkpoint).
+    # Requeues allowed after time-outs/pre-emptions (each resumes from the run's latest checkpoint).
     max_num_timeout: int = 20
+    # Seconds between SLURM's warning signal and the time limit: enough to finish a step and save.
+    signal_delay_s: int = 120
+    # Shell lines run before the job (e.g. `module load cuda`), extra srun arguments, extra sbatch options.
+    setup: list = field(default_factory=list)
+    srun_args: list = field(default_factory=list)
+    additional_parameters: dict = field(default_factory=dict)
 
 
 @dataclass
-class LmmLocalConf(LocalQueueConf):
+class LmmLocalConf:
     """`hydra/launcher=submitit`: each job in its own process(es), the SLURM path without SLURM."""
 
     _target_: str = "hydra_plugins.lmm_launcher.launcher.LmmLocalLauncher"
     wait: bool = True
-    timeout_min: int = II("cluster.timeout_min")
-    tasks_per_node: int = II("cluster.gpus_per_node")
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="lmm_slurm", node=LmmSlurmConf, provider="lmm")
@@ -54,189 +68,374 @@ ConfigStore.instance().store(group="hydra/launcher", name="submitit", node=LmmLo
 
 
 @dataclass
-class PlannedJob:
+class GridPoint:
+    """One grid point, composed and checked."""
+
     num: int
-    overrides: list[str]
+    overrides: list
+    cfg: DictConfig
     run_id: str
-    run_dir: Path
-    nodes: int
-    tasks_per_node: int
-    skip: str | None = None  # why it is not submitted (done, running)
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return " ".join(filter_overrides(self.overrides)) or "(defaults)"
+
+
+@dataclass
+class JobSpec:
+    """A job to submit: its kind, the grid points it runs, its request and what it waits for."""
+
+    kind: str  # stage1 | train | eval
+    run_id: str
+    folder: Path
+    cfg: DictConfig  # the composed config of its first call
+    calls: list  # [(grid point num, overrides)]
+    resources: Any  # lmm.launch.resources.JobResources
+    after: list = field(default_factory=list)  # JobSpecs of this launch
+    after_ids: list = field(default_factory=list)  # ids of jobs already queued or running
+    handle: Any = None
+    error: Optional[str] = None  # why it was not submitted (a dependency failed)
+
+    def dependency(self) -> Optional[str]:
+        ids = [str(d.handle.job_id) for d in self.after if d.handle is not None] + list(self.after_ids)
+        return "afterok:" + ":".join(ids) if ids else None
+
+    def describe(self) -> str:
+        waits = [f"{d.kind} job of {d.run_id}" for d in self.after] + [f"queued job {i}" for i in self.after_ids]
+        return (f"[{self.kind}] {self.run_id}\n    sbatch {self.resources.flags()}"
+                + (f"\n    after: {', '.join(waits)}" if waits else ""))
 
 
 class _LmmSubmititMixin:
-    """The per-job planning and submission shared by the SLURM and local launchers."""
+    """The planning and submission shared by the SLURM and local launchers."""
 
     def __init__(self, wait: bool = True, **params: Any) -> None:
         self.wait = wait
         super().__init__(**params)
 
-    # -- planning: runs in the submitting process, before anything is submitted --------------------
+    # -- planning: in the submitting process, before anything is submitted -------------------------
 
-    def _plan(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[PlannedJob]:
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _points(self, job_overrides, initial_job_idx: int, check_memory: bool) -> list:
+        """Compose, validate and memory-check every grid point; raise listing every problem at once."""
         from lmm.launch.identity import run_dir, run_id, stage1_dir
-        from lmm.launch.rundir import is_locked
-        from lmm.plan import PredictedOOM
+        from lmm.plan import PredictedOOM, check_fits, preflight
         from lmm.records import is_done
-        from lmm.validate import ConfigError, validate, world_size
+        from lmm.validate import ConfigError, validate
 
-        jobs, problems = [], []
+        points, problems = [], []
         for offset, overrides in enumerate(job_overrides):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            num, label = initial_job_idx + offset, " ".join(filter_overrides(overrides))
             try:
+                cfg = self._compose(overrides)
                 validate(cfg, stage1_exists=is_done(stage1_dir(cfg)) or None)
-                self._check_memory(cfg)
+                if check_memory:  # stage 1 runs as its own job: checked on its own config in _plan
+                    check_fits(cfg, preflight(cfg, stage1_present=True))
             except (ConfigError, PredictedOOM, ValueError) as error:
-                problems.append(f"#{initial_job_idx + offset} {' '.join(filter_overrides(overrides))}:\n{error}")
+                problems.append(f"#{num} {label}:\n{error}")
                 continue
-            stage = "pretrain" if cfg.stage.name == "pretrain" else "finetune"
-            gpus = int(cfg.cluster.gpus_per_node)
-            folder = run_dir(cfg)
-            skip = "done" if is_done(folder) else "running" if is_locked(folder) else None
-            jobs.append(PlannedJob(initial_job_idx + offset, list(overrides), run_id(cfg), folder,
-                                   world_size(cfg, stage) // gpus, gpus, skip))
-        if problems:
-            # Nothing is submitted when any grid point is invalid.
-            raise ValueError("Not submitting; invalid grid points:\n" + "\n".join(problems))
-        return jobs
+            points.append(GridPoint(num, list(overrides), cfg, run_id(cfg), run_dir(cfg)))
+        _refuse(problems)
+        return points
 
-    def _check_memory(self, cfg) -> None:
-        """Refuse runs predicted to run out of GPU memory (plan.force=true submits them anyway)."""
-        if self._EXECUTOR != "slurm":
-            return
-        from lmm.plan import check_fits
+    def _plan(self, points: list, check_memory: bool) -> tuple:
+        """The jobs of the grid, in submission order, and a line per run that needs no new job."""
+        from lmm.launch.identity import stage1_dir, stage1_id
+        from lmm.launch.jobs import latest_job, queue_states
+        from lmm.launch.resources import job_resources
+        from lmm.launch.rundir import is_locked
+        from lmm.plan import PredictedOOM, check_fits
+        from lmm.records import is_done
+        from lmm.validate import ConfigError, validate
 
-        check_fits(cfg)
+        folders = {p.folder for p in points} | {stage1_dir(p.cfg) for p in points}
+        latest = {(f, kind): latest_job(f, kind) for f in folders for kind in ("stage1", "train", "eval")}
+        states = queue_states([j["job_id"] for j in latest.values() if j])
+
+        def queued(folder: Path, kind: str) -> Optional[tuple]:
+            """(job id, "STATE: reason") of the folder's `kind` job that is still queued or running."""
+            job = latest.get((folder, kind))
+            state = states.get(str(job["job_id"])) if job else None
+            if state is None or not state.active:
+                return None
+            return str(job["job_id"]), state.state + (f": {state.reason}" if state.reason else "")
+
+        stage1_jobs: dict = {}  # stage-1 id → its JobSpec, or the id of its job already queued
+        specs, notes, problems = [], [], []
+
+        def stage1_job(point: GridPoint, cfg: DictConfig, overrides: list):
+            """The stage-1 job a point waits for (planned once per stage-1 id), or None when stage 1 is there."""
+            key, folder = stage1_id(cfg), stage1_dir(cfg)
+            if key in stage1_jobs:
+                return stage1_jobs[key]
+            if is_done(folder):
+                return None
+            job = queued(folder, "stage1")
+            if job:
+                notes.append(f"stage 1 {key}: job {job[0]} ({job[1]}), not resubmitted")
+                stage1_jobs[key] = job[0]
+                return job[0]
+            if is_locked(folder):  # trained right now outside any job of ours: the run will wait for it
+                notes.append(f"stage 1 {key}: running outside a job")
+                return None
+            try:
+                validate(cfg)
+                if check_memory:
+                    check_fits(cfg)
+            except (ConfigError, PredictedOOM, ValueError) as error:
+                problems.append(f"#{point.num} {point.label} [its stage 1, a job of its own]:\n{error}")
+                return None
+            stage1_jobs[key] = JobSpec("stage1", key, folder, cfg, [(point.num, overrides)],
+                                       job_resources(cfg, "stage1"))
+            specs.append(stage1_jobs[key])
+            return stage1_jobs[key]
+
+        groups: dict = {}
+        for point in points:
+            groups.setdefault(point.run_id, []).append(point)
+        for run_id, members in groups.items():
+            first = members[0]
+            if first.cfg.stage.name == "pretrain":
+                if stage1_job(first, first.cfg, first.overrides) is None and is_done(first.folder):
+                    notes.append(f"stage 1 {run_id}: done")
+                continue
+            train, train_ids = None, []
+            job = queued(first.folder, "train")
+            if is_done(first.folder):
+                notes.append(f"{run_id}: trained (done)")
+            elif job or is_locked(first.folder):
+                train_ids = [job[0]] if job else []
+                notes.append(f"{run_id}: {f'job {job[0]} ({job[1]})' if job else 'running'}, not resubmitted")
+            else:
+                dep, overrides = None, [*first.overrides, "task=train"]
+                if first.cfg.stage.name == "both" and not first.cfg.stage.projector_path:
+                    s1_overrides = [*first.overrides, "stage=pretrain"]
+                    dep = stage1_job(first, self._compose(s1_overrides), s1_overrides)
+                    if dep is not None or is_done(stage1_dir(first.cfg)):
+                        overrides.append("stage=finetune")  # stage 1 is done, or its job's afterok says so
+                cfg = self._compose(overrides)
+                train = JobSpec("train", run_id, first.folder, cfg, [(first.num, overrides)],
+                                job_resources(cfg, "train"), [dep] if isinstance(dep, JobSpec) else [],
+                                [dep] if isinstance(dep, str) else [])
+                specs.append(train)
+            to_score = [m for m in members if _missing_scores(m.cfg, m.folder)]
+            evaluating = queued(first.folder, "eval")
+            if to_score and evaluating:
+                notes.append(f"{run_id}: evaluation job {evaluating[0]} ({evaluating[1]}), not resubmitted")
+            elif to_score and (train is not None or train_ids or is_done(first.folder)):
+                specs.append(JobSpec("eval", run_id, first.folder, to_score[0].cfg,
+                                     [(m.num, [*m.overrides, "task=eval"]) for m in to_score],
+                                     job_resources(to_score[0].cfg, "eval"), [train] if train else [], train_ids))
+            elif is_done(first.folder) and any(m.cfg.eval.benchmarks for m in members):
+                notes.append(f"{run_id}: every benchmark asked for is scored")
+        _refuse(problems)
+        return specs, notes
 
     # -- submission --------------------------------------------------------------------------------
 
-    def _executor(self, job: PlannedJob):
+    def _executor(self, spec: JobSpec):
         import submitit
 
-        params = dict(self.params)
-        folder = params.pop("submitit_folder")
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder,
-                                         **({"slurm_max_num_timeout": params.pop("max_num_timeout")}
-                                            if "max_num_timeout" in params else {}))
-        params.pop("max_num_timeout", None)
-        base = set(OmegaConf.structured(_base_keys()).keys())
-        extra = {k: v for k, v in (params.pop("additional_parameters", None) or {}).items() if v is not None}
-        if extra:  # e.g. an account: only when set, never "--account=None"
-            params["additional_parameters"] = extra
-        resources = {k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items() if v is not None}
-        resources.update(nodes=job.nodes, tasks_per_node=job.tasks_per_node, name=job.run_id)
-        if self._EXECUTOR == "slurm" and params.get("gpus_per_node") is not None:
-            resources["gpus_per_node"] = job.tasks_per_node
-        executor.update_parameters(**resources)
+        folder = spec.folder / JOB_LOGS / "%j"
+        if self._EXECUTOR == "slurm":
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=int(self.params["max_num_timeout"]))
+            params = spec.resources.slurm_parameters()
+            params["additional_parameters"] = {**params["additional_parameters"],
+                                               **(self.params.get("additional_parameters") or {})}
+            params.update(job_name=f"{spec.kind}:{spec.run_id}", signal_delay_s=int(self.params["signal_delay_s"]),
+                          dependency=spec.dependency())
+            for key in ("setup", "srun_args"):
+                if self.params.get(key):
+                    params[key] = list(self.params[key])
+            executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        else:
+            executor = submitit.LocalExecutor(folder=folder)
+            r = spec.resources
+            executor.update_parameters(timeout_min=r.time_min, nodes=r.nodes, tasks_per_node=r.tasks_per_node)
         return executor
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        if self.config.get("dry_run"):
-            return self._dry_run(job_overrides, initial_job_idx)
-        jobs = self._plan(job_overrides, initial_job_idx)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        # Grid points of one run (e.g. Table 1's beam 1 and beam 5 evaluations) share one job that
-        # trains once and then runs each point in turn; two jobs would fight over the run's lock.
-        groups: dict[str, list[PlannedJob]] = {}
-        for job in jobs:
-            groups.setdefault(job.run_id, []).append(job)
-        handles = {}
-        for run_id, members in groups.items():
-            first = members[0]
-            labels = "; ".join(" ".join(filter_overrides(j.overrides)) for j in members)
-            # A done run is not resubmitted (evaluate it again with `python -m lmm.eval`).
-            if first.skip:
-                log.info("\t#%d : %s -> %s (%s): skipped", first.num, labels, run_id, first.skip)
-                continue
-            calls = [(j.overrides, "hydra.sweep.dir", j.num, f"job_id_for_{j.num}", Singleton.get_state())
-                     for j in members]
-            handle = self._executor(first).submit(RunGroup(self, calls))
-            log.info("\t#%d : %s -> %s: job %s (%d node(s) × %d task(s))", first.num, labels, run_id,
-                     handle.job_id, first.nodes, first.tasks_per_node)
-            self._record(sweep_dir, first, handle)
-            for job in members:
-                handles[id(job)] = (handle, members.index(job))
-        if not self.wait:
-            log.info("%d job(s) submitted; watch them with: python -m lmm.sweep status %s",
-                     len({h.job_id for h, _ in handles.values()}), sweep_dir.parent.parent)
-            return [_skipped(job) for job in jobs]
-        return self._collect(jobs, handles)
+    def _submit(self, spec: JobSpec, sweep: str) -> None:
+        from lmm.launch.jobs import record_job
 
-    def _dry_run(self, job_overrides, initial_job_idx) -> list[JobReturn]:
-        """Print every grid point's plan (run id, nodes, GPUs, ...) and submit nothing."""
+        if self._EXECUTOR != "slurm":  # no scheduler to hold the job: wait for its dependencies here
+            for dep in spec.after:
+                if dep.handle is None:
+                    spec.error = f"its {dep.kind} job was not submitted ({dep.error})"
+                    return
+                try:
+                    dep.handle.result()
+                except Exception as error:  # noqa: BLE001 - reported, the others go on
+                    spec.error = f"its {dep.kind} job {dep.handle.job_id} failed: {_last_line(error)}"
+                    return
+        calls = [(overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state())
+                 for num, overrides in spec.calls]
+        spec.handle = self._executor(spec).submit(RunGroup(self, calls))
+        r = spec.resources
+        record_job(spec.folder, {
+            "kind": spec.kind, "job_id": str(spec.handle.job_id), "run_id": spec.run_id, "sweep": sweep,
+            "executor": self._EXECUTOR, "stdout": str(spec.handle.paths.stdout),
+            "stderr": str(spec.handle.paths.stderr), "dependency": spec.dependency() if self._EXECUTOR == "slurm" else None,
+            "nodes": r.nodes, "tasks_per_node": r.tasks_per_node, "sbatch": r.flags(),
+            "overrides": [list(o) for _, o in spec.calls], "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+        log.info("\t[%s] %s: job %s (%d node(s) × %d task(s))%s", spec.kind, spec.run_id, spec.handle.job_id,
+                 r.nodes, r.tasks_per_node, f", {spec.dependency()}" if spec.dependency() else "")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from lmm.launch.identity import sweep_link
+        from lmm.launch.store import link_into_sweep
+
+        dry_run = bool(self.config.get("dry_run"))
+        # A dry run prints every job first and then fails on the ones predicted not to fit.
+        check_memory = self._EXECUTOR == "slurm" and not dry_run
+        points = self._points(job_overrides, initial_job_idx, check_memory)
+        specs, notes = self._plan(points, check_memory)
+        if dry_run:
+            return self._dry_run(points, specs, notes)
+        for point in points:  # every run of the sweep appears in its view, trained or not
+            link_into_sweep(point.folder, sweep_link(point.cfg))
+        for note in notes:
+            log.info("\t%s", note)
+        for spec in specs:
+            self._submit(spec, str(spec.cfg.sweep))
+        submitted = [s for s in specs if s.handle is not None]
+        log.info("%d job(s) submitted (%s)", len(submitted),
+                 ", ".join(f"{sum(s.kind == k for s in submitted)} {k}" for k in ("stage1", "train", "eval")))
+        if not self.wait:
+            log.info("watch them with: python -m lmm.sweep status %s", _sweep_dir(points))
+            return [_result(p, "submitted") for p in points]
+        return self._collect(points, specs)
+
+    def _dry_run(self, points: list, specs: list, notes: list) -> list:
+        """Print every job (request, dependencies, plan) and the totals; fail when a point would not fit."""
         from lmm.dryrun import format_plan
         from lmm.launch.identity import stage1_dir
+        from lmm.plan import preflight
         from lmm.records import is_done
-        from lmm.validate import validate
 
-        returns = []
-        for offset, overrides in enumerate(job_overrides):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            present = is_done(stage1_dir(cfg))
-            validate(cfg, stage1_exists=present)
-            print(f"#{initial_job_idx + offset} : {' '.join(filter_overrides(overrides))}")
-            print(format_plan(cfg, present), flush=True)
-            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-            ret._return_value = "dry run"
-            returns.append(ret)
-        return returns
-
-    @staticmethod
-    def _record(sweep_dir: Path, job: PlannedJob, handle) -> None:
-        entry = {"num": job.num, "run_id": job.run_id, "run_dir": str(job.run_dir), "job_id": str(handle.job_id),
-                 "stdout": str(handle.paths.stdout), "stderr": str(handle.paths.stderr),
-                 "submission_folder": str(handle.paths.folder), "nodes": job.nodes,
-                 "tasks_per_node": job.tasks_per_node, "overrides": job.overrides,
-                 "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(sweep_dir / MANIFEST, "a") as manifest:
-            manifest.write(json.dumps(entry) + "\n")
-
-    def _collect(self, jobs: list[PlannedJob], handles: dict) -> list[JobReturn]:
-        """Wait for every job; a failed run is reported with its error and log, the others go on."""
-        returns, failures = [], []
-        for job in jobs:
-            if id(job) not in handles:
-                returns.append(_skipped(job))
+        print(f"{len(points)} grid point(s) → {len(specs)} job(s): "
+              + ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in ("stage1", "train", "eval")), flush=True)
+        stage_hours: dict = {}
+        oom = []
+        for spec in specs:
+            print(spec.describe())
+            if spec.kind == "eval":
+                print(f"    evaluates: {', '.join(spec.cfg.eval.benchmarks)} (beams "
+                      f"{', '.join(str(self._compose(o).eval.num_beams) for _, o in spec.calls)})")
                 continue
-            handle, position = handles[id(job)]
+            # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own).
+            present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))
+            own_job = "trained first by its own stage-1 job" if spec.after or spec.after_ids else None
+            text = format_plan(spec.cfg, present, stage1_state=own_job)
+            print("\n".join("    " + line for line in text.splitlines()), flush=True)
+            plan = preflight(spec.cfg, stage1_present=present)
+            for stage in plan.stages:
+                if not stage.reused:
+                    stage_hours.setdefault(stage.stage, {})[stage.run_id] = stage.gpu_hours_per_node
+            if plan.fits is False and not spec.cfg.plan.force:
+                oom.append(spec)
+        for note in notes:
+            print(f"  {note}")
+        for stage, label in (("pretrain", "stage-1"), ("finetune", "stage-2")):
+            hours = stage_hours.get(stage, {})
+            known = [h for h in hours.values() if h is not None]
+            total = f"{sum(known):.1f}" if len(known) == len(hours) else f"≥ {sum(known):.1f} (some unknown)"
+            print(f"{label} trainings: {len(hours)}, GPU-hours per node: {total}")
+        if oom:
+            raise ValueError("Dry run: predicted out of memory (the real submit refuses these; plan.force=true "
+                             "overrides):\n" + "\n".join(f"  [{s.kind}] {s.run_id}" for s in oom))
+        return [_result(p, "dry run") for p in points]
+
+    def _collect(self, points: list, specs: list) -> list:
+        """Wait for every job; a failed one is reported with its error and log, the others go on."""
+        results, failures = {}, []
+        for spec in specs:
+            if spec.handle is None:
+                failures.append(f"[{spec.kind}] {spec.run_id} not submitted: {spec.error}")
+                for num, _ in spec.calls:
+                    results[num] = _failed(num, points, RuntimeError(spec.error))
+                continue
             try:
-                result = handle.results()[0][position]
-                error = result._return_value if result.status == JobStatus.FAILED else None
-            except Exception as job_error:  # noqa: BLE001 - the job itself died (killed, cancelled, ...)
-                result = JobReturn(overrides=job.overrides, status=JobStatus.FAILED)
-                result._return_value = error = job_error
-            if error is not None:
-                message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
-                failures.append(f"#{job.num} {job.run_id} (job {handle.job_id}) FAILED: {message}\n"
-                                f"    log: {handle.paths.stderr}")
-            returns.append(result)
+                returns = spec.handle.results()[0]
+            except Exception as error:  # noqa: BLE001 - the job raised, or died (killed, cancelled, ...)
+                failures.append(f"[{spec.kind}] {spec.run_id} (job {spec.handle.job_id}) FAILED: {_last_line(error)}\n"
+                                f"    log: {spec.handle.paths.stderr}")
+                for num, _ in spec.calls:
+                    results[num] = _failed(num, points, error)
+                continue
+            for (num, _), ret in zip(spec.calls, returns):
+                results[num] = ret
         if failures:
-            log.error("%d of %d run(s) failed:\n%s", len(failures), len(jobs), "\n".join(failures))
-        return returns
+            log.error("%d job(s) failed:\n%s", len(failures), "\n".join(failures))
+        return [results.get(p.num) or _result(p, "nothing to do") for p in points]
 
 
-def _base_keys():
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+def _refuse(problems: list) -> None:
+    """Nothing is submitted when any grid point (or its stage 1) is invalid or predicted not to fit."""
+    if problems:
+        raise ValueError("Not submitting; invalid grid points:\n" + "\n".join(problems))
 
-    return BaseQueueConf
+
+def _missing_scores(cfg: DictConfig, folder: Path) -> bool:
+    """Whether the run still lacks a score this grid point asks for (benchmark × its beam count)."""
+    from lmm.records import beam_key, is_done, read_record
+
+    if not cfg.eval.benchmarks:
+        return False
+    if not is_done(folder):
+        return True
+    scores = read_record(folder).get("eval") or {}
+    key = beam_key(int(cfg.eval.num_beams))
+    return any(key not in (scores.get(b) or {}) for b in cfg.eval.benchmarks)
 
 
-def _skipped(job: PlannedJob) -> JobReturn:
-    ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED)
-    ret._return_value = job.skip or "submitted"
+def _sweep_dir(points: list) -> str:
+    from lmm.launch.identity import sweep_link
+
+    return str(sweep_link(points[0].cfg).parent) if points else "runs/<sweep>"
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else repr(error)
+
+
+def _result(point: GridPoint, value: str) -> JobReturn:
+    ret = JobReturn(overrides=point.overrides, status=JobStatus.COMPLETED)
+    ret._return_value = value
+    return ret
+
+
+def _failed(num: int, points: list, error: BaseException) -> JobReturn:
+    point = next(p for p in points if p.num == num)
+    ret = JobReturn(overrides=point.overrides, status=JobStatus.FAILED)
+    ret._return_value = error
     return ret
 
 
 class RunGroup:
-    """The grid points of one run, executed in order in one job; requeued whole (each point resumes)."""
+    """The calls of one job (a run's training, or its evaluations), in order; requeued whole.
 
-    def __init__(self, launcher: BaseSubmititLauncher, calls: list[tuple]):
+    A call that raised makes the job raise after the others ran: the job then fails (sacct FAILED,
+    non-zero exit) with the traceback in its log, instead of ending "COMPLETED" with the error hidden.
+    """
+
+    def __init__(self, launcher: BaseSubmititLauncher, calls: list):
         self.launcher = launcher
         self.calls = calls
 
-    def __call__(self) -> list[JobReturn]:
-        return [self.launcher(*call) for call in self.calls]
+    def __call__(self) -> list:
+        returns = [self.launcher(*call) for call in self.calls]
+        failed = [r for r in returns if r.status == JobStatus.FAILED]
+        if failed:
+            error = failed[0]._return_value
+            if isinstance(error, BaseException):
+                raise error
+            raise RuntimeError(str(error))
+        return returns
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         import submitit

@@ -45,3 +45,24 @@ def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
 
 def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def threads_from_slurm() -> int | None:
+    """Give each rank the CPUs SLURM allotted to its task (`--cpus-per-task`) as its thread count.
+
+    Without this, torch takes every core it sees: on a shared node, more threads than the job's CPUs.
+    A smaller OMP_NUM_THREADS (exported from the submitting shell) is kept. Returns the count set, or None
+    outside a SLURM task.
+    """
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if not cpus.isdigit():
+        return None
+    import torch
+
+    threads = int(cpus)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    if asked.isdigit() and 0 < int(asked) < threads:
+        threads = int(asked)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes this one starts (data-loader workers)
+    return threads

@@ -8,6 +8,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+# The run store: every run lives once under runs/<store>/<run_id>; runs/<sweep>/ holds links to it.
+STAGE1_STORE = "stage1"
+STAGE2_STORE = "stage2"
+STORES = (STAGE1_STORE, STAGE2_STORE)
+
 # Keys that say where things are or how a run is watched, not what it computes: a moved data folder
 # or another hub mirror must not change a run's identity.
 _LOCATION_KEYS = {"path", "image_folder", "sharegpt_path", "num_workers", "tokenizer"}
@@ -44,7 +49,8 @@ def stage1_id(cfg: DictConfig) -> str:
     """
     payload = {
         "stage": "pretrain",
-        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "pretrain_data", "pretrain")},
+        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "pretrain_data")},
+        "pretrain": {k: v for k, v in _section(cfg, "pretrain").items() if k != "zero_stage"},
         "trainer": {k: v for k, v in _trainer(cfg).items() if k != "projector_lr"},
         "seed": int(cfg.seed),
     }
@@ -82,14 +88,20 @@ def runs_dir(cfg: DictConfig) -> Path:
 
 
 def stage1_dir(cfg: DictConfig) -> Path:
-    """Stage-1 runs are shared by every sweep, so they live outside the sweep folders."""
-    return runs_dir(cfg) / "stage1" / stage1_id(cfg)
+    """Stage-1 runs are shared by every stage-2 run with the same LLM, tower, projector, data and seed."""
+    return runs_dir(cfg) / STAGE1_STORE / stage1_id(cfg)
 
 
 def run_dir(cfg: DictConfig) -> Path:
+    """The run's one folder in the run store, whichever sweeps use it (they link to it: `sweep_link`)."""
     if cfg.stage.name == "pretrain":
         return stage1_dir(cfg)
-    return runs_dir(cfg) / cfg.sweep / stage2_id(cfg)
+    return runs_dir(cfg) / STAGE2_STORE / stage2_id(cfg)
+
+
+def sweep_link(cfg: DictConfig) -> Path:
+    """Where the run appears in its sweep's view: runs/<sweep>/<run_id>, a link into the store."""
+    return runs_dir(cfg) / cfg.sweep / run_id(cfg)
 
 
 def stage1_command(cfg: DictConfig) -> str:

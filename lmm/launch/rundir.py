@@ -17,6 +17,8 @@ from lmm.records import write_json_atomic
 
 LOCK_FILE = ".lock"
 FAILED_FILE = "FAILED"
+# One entry per attempt at training the folder's stage (lmm.training.attempts writes it).
+ATTEMPTS_FILE = "attempts.json"
 
 
 class RunLocked(RuntimeError):
@@ -94,13 +96,35 @@ def run_lock(folder: Path, wait: bool):
             handle.close()
 
 
+def read_attempts(folder: Path) -> list[dict]:
+    """The stage's attempts so far (an unreadable file restarts the count: it is only ever written whole)."""
+    path = Path(folder) / ATTEMPTS_FILE
+    try:
+        entries = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return entries if isinstance(entries, list) else []
+
+
+def job_log() -> str | None:
+    """The log (stderr) of the submitit job this process runs in, where its traceback lands."""
+    if not os.environ.get("SUBMITIT_EXECUTOR") or not os.environ.get("SUBMITIT_FOLDER"):
+        return None
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stderr)
+    except Exception:  # noqa: BLE001 - a note without its log path beats no note
+        return None
+
+
 def mark_failed(folder: Path, error: BaseException) -> None:
     """Leave the error beside the run so a status table can show it (cleared when the run succeeds)."""
     write_json_atomic(Path(folder) / FAILED_FILE, {
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error))[-8000:],
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "log": os.environ.get("LMM_JOB_LOG"),
+        "log": job_log(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
 

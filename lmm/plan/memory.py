@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from lmm.plan.ds_estimate import zero_model_states_bytes
-from lmm.plan.params import ParamCounts, trainable_params
-from lmm.plan.workload import StageWorkload
+from lmm.plan.params import ParamCounts, count_params, trainable_params
+from lmm.plan.workload import StageWorkload, workload
 
 GIB = 2**30
 # CUDA context, cuBLAS workspaces, NCCL communicators and allocator slack, per GPU.
@@ -120,7 +120,7 @@ def activation_bytes(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> 
 
 def estimate_memory(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> MemoryEstimate:
     """Per-GPU memory of the stage under its tuning method, ZeRO stage, world size and micro-batch."""
-    zero = int(cfg.deepspeed.stage)
+    zero = w.zero_stage
     world = w.world
     bf16 = w.precision == "bf16"
     elem = 2 if bf16 else 4
@@ -156,3 +156,18 @@ def estimate_memory(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> M
         activations=activation_bytes(cfg, counts, w), buffers=buffers,
         gpu_mem=float(cfg.cluster.gpu_mem_gb or 0) * GIB, model_states_deepspeed=ds, zero3_gathered=gathered,
     )
+
+
+def stage_zero(cfg: DictConfig, stage: str) -> int:
+    """The ZeRO stage a stage trains under: stage 2 = `deepspeed.stage`; stage 1 = `pretrain.zero_stage`, or
+    when null the run's `deepspeed.stage` raised to ZeRO-3 if that is predicted not to fit (stage 1 holds the
+    whole bf16 LLM on every GPU unless ZeRO-3 partitions it, whatever the stage-2 method)."""
+    base = int(cfg.deepspeed.stage)
+    if stage != "pretrain":
+        return base
+    if cfg.pretrain.zero_stage is not None:
+        return int(cfg.pretrain.zero_stage)
+    if base == 3:
+        return base
+    fits = estimate_memory(cfg, count_params(cfg), workload(cfg, "pretrain", zero_stage=base)).fits
+    return 3 if fits is False else base

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmm.launch.identity import run_id, stage1_dir, stage1_id, stage2_id
 from lmm.plan.cost import Throughput, gpu_hours_per_node, throughput, usd, wall_hours
 from lmm.plan.flops import SampleFlops, epoch_flops
-from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory
+from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, stage_zero
 from lmm.plan.params import ParamCounts, count_params, trainable_params
 from lmm.plan.workload import StageWorkload, stages_of, workload
 
@@ -93,7 +93,7 @@ class PlanResult:
 
 
 def plan_stage(cfg: DictConfig, stage: str, counts: ParamCounts, thr: Throughput, reused: bool = False) -> StagePlan:
-    w = workload(cfg, stage)
+    w = workload(cfg, stage, stage_zero(cfg, stage))
     flops = epoch_flops(cfg, counts, w)
     wall = None if flops is None else wall_hours(flops.total, w.world, thr.tflops_per_gpu)
     gpu_h = None if wall is None else gpu_hours_per_node(wall, w.world)
@@ -151,7 +151,7 @@ def _variant(cfg: DictConfig, changes: dict) -> DictConfig:
 
 def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     """Candidate fixes for a stage that does not fit: (overrides, predicted GiB per GPU, fits), best first."""
-    t, zero = cfg.tuning, int(cfg.deepspeed.stage)
+    t, zero = cfg.tuning, stage_zero(cfg, stage)
     own_nodes = stage == "pretrain" and cfg.stage.name == "pretrain"
     nodes_key = "pretrain.nodes" if own_nodes else "tuning.nodes"
     micro_key = "pretrain.micro_batch_size" if stage == "pretrain" else "tuning.micro_batch_size"
@@ -178,7 +178,7 @@ def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     out = []
     for text, changes in candidates:
         variant = _variant(cfg, changes)
-        mem = estimate_memory(variant, count_params(variant), workload(variant, stage))
+        mem = estimate_memory(variant, count_params(variant), workload(variant, stage, stage_zero(variant, stage)))
         out.append((text, mem.total / GIB, mem.fits))
     return sorted(out, key=lambda x: (x[2] is not True, x[1]))
 
@@ -190,7 +190,7 @@ def oom_message(cfg: DictConfig, result: PlanResult) -> str:
         if s.reused or s.fits is not False:
             continue
         m = s.memory
-        zero = int(cfg.deepspeed.stage)
+        zero = s.workload.zero_stage
         lines.append(
             f"run {s.run_id} [{s.stage}] is predicted to run out of GPU memory: {m.total / GIB:.1f} GB per GPU "
             f"> {result.gpu_mem_gb:g} GB ({result.gpu_type}, cluster.gpu_mem_gb).")

@@ -43,6 +43,7 @@ class StageWorkload:
     precision: str  # bf16 | fp32
     lora_rank: int
     lora_dropout: float
+    zero_stage: int  # DeepSpeed ZeRO stage of this stage (0 = none)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -61,13 +62,23 @@ def stages_of(cfg: DictConfig) -> list[str]:
     return {"pretrain": ["pretrain"], "finetune": ["finetune"], "both": ["pretrain", "finetune"]}[cfg.stage.name]
 
 
+def _configured_zero(cfg: DictConfig, stage: str) -> int:
+    if stage == "pretrain" and cfg.pretrain.zero_stage is not None:
+        return int(cfg.pretrain.zero_stage)
+    return int(cfg.deepspeed.stage)
+
+
 def precision_of(cfg: DictConfig) -> str:
     """`auto` is bf16 on the GPUs the planner sizes for (fp32 only when asked for explicitly)."""
     return "fp32" if cfg.trainer.precision == "fp32" else "bf16"
 
 
-def workload(cfg: DictConfig, stage: str) -> StageWorkload:
-    """Read the stage's data, optimisation and parallelism settings from the run config."""
+def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> StageWorkload:
+    """Read the stage's data, optimisation and parallelism settings from the run config.
+
+    `zero_stage`: the stage's ZeRO stage; None = stage 2's `deepspeed.stage`, or stage 1's explicit
+    `pretrain.zero_stage` (else `deepspeed.stage`; `lmm.plan.memory.stage_zero` resolves stage 1's automatic choice).
+    """
     data = cfg.pretrain_data if stage == "pretrain" else cfg.data
     opt = cfg.pretrain if stage == "pretrain" else cfg.tuning
     method = "projector" if stage == "pretrain" else cfg.tuning.method
@@ -114,5 +125,6 @@ def workload(cfg: DictConfig, stage: str) -> StageWorkload:
         precision=precision_of(cfg),
         lora_rank=int(t.rank) if method in ("lora", "qlora") else 0,
         lora_dropout=float(t.dropout) if method in ("lora", "qlora") else 0.0,
+        zero_stage=int(zero_stage if zero_stage is not None else _configured_zero(cfg, stage)),
         notes=tuple(notes),
     )

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from transformers import TrainingArguments
 
 from lmm.models.build import compute_dtype
+from lmm.plan.memory import stage_zero
 from lmm.training.deepspeed_config import deepspeed_config
 from lmm.validate import accumulation_steps, world_size
 
@@ -46,7 +47,7 @@ def training_arguments(cfg: DictConfig, stage: str, output_dir: Path, run_name: 
         dataloader_num_workers=int(data.num_workers),
         remove_unused_columns=False,  # pixel_values and friends are not in the model's signature
         report_to=["wandb"] if cfg.logger.name == "wandb" else [],
-        deepspeed=deepspeed_config(cfg.deepspeed, bf16),
+        deepspeed=deepspeed_config(cfg.deepspeed, bf16, stage_zero(cfg, stage)),
         disable_tqdm=True,
         # Text-only (mixed-in) batches leave the projector unused in that step.
         ddp_find_unused_parameters=bool(data.sharegpt_ratio > 0),

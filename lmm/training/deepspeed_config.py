@@ -5,17 +5,20 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 
-def deepspeed_config(ds: DictConfig, bf16: bool) -> dict | None:
-    """ZeRO-2 or ZeRO-3 config for `TrainingArguments(deepspeed=...)`; None when DeepSpeed is off."""
-    if int(ds.stage) == 0:
+def deepspeed_config(ds: DictConfig, bf16: bool, zero_stage: int) -> dict | None:
+    """ZeRO-2 or ZeRO-3 config for `TrainingArguments(deepspeed=...)`; None when DeepSpeed is off.
+
+    `zero_stage` is the training stage's own (`lmm.plan.memory.stage_zero`): stage 1 may differ from `ds.stage`.
+    """
+    if zero_stage == 0:
         return None
     zero: dict = {
-        "stage": int(ds.stage),
+        "stage": zero_stage,
         "overlap_comm": True,
         "contiguous_gradients": True,
         "reduce_bucket_size": "auto",
     }
-    if int(ds.stage) == 3:
+    if zero_stage == 3:
         zero.update({
             "stage3_prefetch_bucket_size": "auto",
             "stage3_param_persistence_threshold": "auto",

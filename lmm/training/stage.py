@@ -17,7 +17,9 @@ from lmm.models.build import build_model, save_projector
 from lmm.models.checkpoint import export_merged
 from lmm.models.trainable import parameter_table
 from lmm.tracking import finish_tracking, start_tracking
+from lmm.training import preemption
 from lmm.training.arguments import training_arguments
+from lmm.training.attempts import AttemptLog
 from lmm.training.data import build_training_data
 from lmm.training.trainer import LmmTrainer, peak_memory_gb
 
@@ -76,6 +78,16 @@ def _loss_history(trainer: LmmTrainer) -> list[dict]:
             for e in trainer.state.log_history if "loss" in e]
 
 
+def mean_loss(losses: list[dict]) -> float | None:
+    """Mean training loss over every optimizer step of every segment (each logged loss is the mean since
+    the previous log, so it weighs by the steps it covers); the Trainer's own counts only the last segment."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in losses:
+        span = int(entry["step"]) - previous
+        total, steps, previous = total + float(entry["loss"]) * span, steps + span, int(entry["step"])
+    return total / steps if steps else None
+
+
 def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Path | None = None) -> dict:
     """Train `stage` ("pretrain" or "finetune") into `out_dir`; returns the stage's statistics."""
     started = time.time()
@@ -94,12 +106,22 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
     resume = latest_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming %s from %s", stage, resume)
+        trainer.restore_counters(resume)
+    world = max(trainer.args.world_size, 1)
+    attempts = AttemptLog(out_dir, stage, world, write=is_main_process(), started=started)
+    trainer.add_callback(attempts)
+    preempt = preemption.PreemptionCallback() if preemption.install() else None
+    if preempt:
+        trainer.add_callback(preempt)
     tracking = start_tracking(cfg, out_dir, stage, trainer)  # W&B run: ours (id, group, config), before train
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if preempt and preempt.stopped_at is not None:
+        attempts.update(preempt.stopped_at, outcome="preempted")
+        preemption.requeue(preempt.stopped_at)  # the checkpoint is saved: requeue; nothing below runs
     _save_artifacts(cfg, stage, trainer, out_dir, assembled)
+    attempts.update(int(trainer.state.global_step), outcome="finished")
     table = parameter_table(trainer.model)
     losses = _loss_history(trainer)
-    world = max(trainer.args.world_size, 1)
     stats = {
         "stage": stage,
         "steps": int(trainer.state.global_step),
@@ -107,7 +129,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         "tokens": int(trainer.tokens_seen * world),  # this rank's count × ranks (batches are balanced)
         "padding_fraction": round(1 - trainer.tokens_seen / trainer.padded_tokens_seen, 4)
         if trainer.padded_tokens_seen else None,
-        "wall_time_s": round(time.time() - started, 2),
+        **attempts.totals(),  # wall_time_s, gpu_seconds and attempts over every attempt
         "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
         "world_size": world,
         "params_trainable": sum(c["trainable"] for c in table.values()),
@@ -115,7 +137,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         "params_by_component": table,
         "peak_memory_gb": round(peak_memory_gb(), 3),
         "final_loss": losses[-1]["loss"] if losses else None,
-        "mean_train_loss": float(result.training_loss),
+        "mean_train_loss": mean_loss(losses),
         "losses": losses,
         "resumed_from": resume.name if resume else None,
         "data": data.stats,

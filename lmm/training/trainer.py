@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import torch
 from transformers import Trainer
 
 from lmm.models.build import PROJECTOR_FILE, load_projector, save_projector
+
+# Token counters saved in every checkpoint, so a resumed run's record counts every segment's tokens.
+COUNTERS_FILE = "lmm_counters.json"
 
 
 def _is_peft(model) -> bool:
@@ -72,6 +76,18 @@ class LmmTrainer(Trainer):
         super()._save_optimizer_and_scheduler(output_dir)
         if _is_peft(self.model) and not self.is_deepspeed_enabled and self.args.should_save:
             save_projector(self.model, output_dir)
+        if self.args.should_save:
+            counters = {"tokens_seen": self.tokens_seen, "padded_tokens_seen": self.padded_tokens_seen}
+            (Path(output_dir) / COUNTERS_FILE).write_text(json.dumps(counters) + "\n")
+
+    def restore_counters(self, checkpoint: Path) -> None:
+        """Continue the token counts of the run's earlier segments from a checkpoint."""
+        path = Path(checkpoint) / COUNTERS_FILE
+        if path.exists():
+            counters = json.loads(path.read_text())
+            self.tokens_seen = int(counters["tokens_seen"])
+            self.padded_tokens_seen = int(counters["padded_tokens_seen"])
+            self._last_log = (time.perf_counter(), self.tokens_seen)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume every trained weight.

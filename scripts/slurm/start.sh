@@ -9,7 +9,8 @@
 # Environment (all optional):
 #   LMM_SLURM_STATE       state folder (configs, spool, logs, pids, database)  [/tmp/lmm-slurm]
 #   LMM_SLURM_CLUSTER     ClusterName                                         [lmm]
-#   LMM_SLURM_PARTITION   the one partition (must match conf/cluster/localhost_slurm.yaml) [lmm]
+#   LMM_LOCAL_SLURM_PARTITION  the one partition (conf/cluster/localhost_slurm.yaml reads the same;
+#                         not LMM_SLURM_PARTITION, which is the real cluster's) [lmm]
 #   LMM_SLURM_CTLD_PORT / LMM_SLURM_SLURMD_PORT / LMM_SLURM_DBD_PORT / LMM_SLURM_DB_PORT
 #                         TCP ports [6817 / 6818 / 6819 / 16819]
 #   LMM_SLURM_ETC_CONF    also write the config here, so slurm commands need no SLURM_CONF
@@ -21,7 +22,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE=${LMM_SLURM_STATE:-/tmp/lmm-slurm}
 CLUSTER=${LMM_SLURM_CLUSTER:-lmm}
-PARTITION=${LMM_SLURM_PARTITION:-lmm}
+PARTITION=${LMM_LOCAL_SLURM_PARTITION:-lmm}
 CTLD_PORT=${LMM_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${LMM_SLURM_SLURMD_PORT:-6818}
 DBD_PORT=${LMM_SLURM_DBD_PORT:-6819}
