@@ -1,8 +1,9 @@
 """Grids through the real launchers: submitit's local executor always, the local SLURM cluster when it is up.
 
-SLURM: a 2 × 2 tiny grid completes with four run records and re-submitting it runs nothing; a job
-with 2 tasks trains with 2 gloo ranks; a job interrupted by a time-out signal is requeued, resumes
-from its checkpoint and ends with the losses of an uninterrupted run.
+SLURM: a 2 × 2 tiny grid runs as 2 stage-1 jobs and 4 training jobs that wait for them (afterok),
+completes with four run records, and re-submitting it runs nothing; a job with 2 tasks trains with 2
+gloo ranks; a job interrupted by a time-out signal saves at the next step, is requeued, redoes no step
+and ends with the losses of an uninterrupted run, its record summing the attempts' wall time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from lmm.config import compose
-from lmm.launch.identity import run_dir
+from lmm.launch.identity import run_dir, stage1_dir
+from lmm.launch.jobs import latest_job, read_jobs
+from lmm.launch.rundir import read_attempts
 from lmm.records import is_done, read_record
 from lmm.sweep import run_states
 
@@ -46,10 +49,21 @@ def _check_grid(root: Path, launcher_args: list[str], extra: list[str]) -> None:
     assert len({r["run_id"] for r in records}) == 4
     assert {s.state for s in run_states(root / "runs" / "tiny_grid")} == {"done"}
 
+    # Each tiny size's stage 1 was a job of its own, trained once, that both its runs waited for.
+    for folder in folders:
+        stage1 = stage1_dir(compose([f"paths.root={root}", "debug=fast", *extra,
+                                     f"model={folder.name.split('-')[0]}"]))
+        assert [j["kind"] for j in read_jobs(stage1)] == ["stage1"]
+        assert len(read_attempts(stage1)) == 1
+        train = latest_job(folder, "train")
+        assert train["dependency"] == (f"afterok:{read_jobs(stage1)[0]['job_id']}"
+                                       if "slurm" in " ".join(launcher_args) else None)
+        assert Path(train["stderr"]).is_relative_to(folder)  # the job's log lives in the run folder
+
     again = _multirun(root, *launcher_args, *extra)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr  # Hydra logs to stdout
-    assert log.count("(done): skipped") == 4 and ": job " not in log
+    assert log.count(": trained (done)") == 4 and "0 job(s) submitted" in log
     assert [read_record(f)["finetune"]["wall_time_s"] for f in folders] == \
         [r["finetune"]["wall_time_s"] for r in records]  # nothing was trained again
 
@@ -63,6 +77,15 @@ def test_grid_through_submitit_local_executor(tmp_path):
 @pytest.mark.usefixtures("slurm_cluster")
 def test_grid_on_slurm_then_resubmit_runs_nothing(tmp_path):
     _check_grid(tmp_path, ["hydra/launcher=slurm", "cluster=localhost_slurm"], ["cluster=localhost_slurm"])
+    # No training job started before the stage-1 job it depends on had ended: none waited on a lock.
+    jobs = [j for f in _grid_dirs(tmp_path, "cluster=localhost_slurm") for j in read_jobs(f)]
+    jobs += [j for f in {stage1_dir(compose([f"paths.root={tmp_path}", "debug=fast", f"model={m}"]))
+                         for m in ("tiny_s", "tiny_m")} for j in read_jobs(f)]
+    times = _sacct_times([j["job_id"] for j in jobs])
+    for job in jobs:
+        if job["kind"] == "train":
+            stage1_job = job["dependency"].split(":")[1]
+            assert times[job["job_id"]][0] >= times[stage1_job][1], (job, times)
 
 
 @pytest.mark.slurm
@@ -80,14 +103,21 @@ def test_two_task_job_trains_with_two_ranks(tmp_path):
     assert record["finetune"]["world_size"] == 2 and record["slurm_job_id"]
 
 
-REQUEUE = ["model=tiny_s", "tuning=full", "trainer.max_steps=40", "trainer.save_steps=4",
-           "trainer.logging_steps=1", "data.synthetic_num_train=96", "pretrain_data.synthetic_num_train=96",
+def _sacct_times(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,Start,End"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return {job: (start, end) for job, start, end in (line.split("|") for line in out.stdout.splitlines())}
+
+
+# save_steps far beyond what one attempt trains: only the pre-emption checkpoint can save the work.
+REQUEUE = ["model=tiny_s", "tuning=full", "trainer.max_steps=60", "trainer.save_steps=1000",
+           "trainer.logging_steps=1", "data.synthetic_num_train=128", "pretrain_data.synthetic_num_train=96",
            "cluster=localhost_slurm"]
 
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
-def test_timed_out_job_is_requeued_and_resumes_with_the_same_losses(tmp_path):
+def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_same_losses(tmp_path):
     import submitit
 
     straight, requeued = tmp_path / "straight", tmp_path / "requeued"
@@ -97,30 +127,38 @@ def test_timed_out_job_is_requeued_and_resumes_with_the_same_losses(tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
-    # Submit without waiting; a time-out limit of ≤ 10 min makes submitit treat the signal as a time-out.
-    out = subprocess.run([*base, "-m", "hydra/launcher=slurm", "hydra.launcher.wait=false",
-                          "hydra.launcher.timeout_min=5", f"paths.root={requeued}", *REQUEUE],
-                         cwd=requeued, capture_output=True, text=True, timeout=300)
+    # Submit without waiting; a time limit of ≤ 10 min makes submitit treat the signal as a time-out.
+    out = subprocess.run([*base, "-m", "hydra/launcher=slurm", "hydra.launcher.wait=false", "cluster.timeout_min=5",
+                          f"paths.root={requeued}", *REQUEUE], cwd=requeued, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     folder = run_dir(compose([f"paths.root={requeued}", *REQUEUE]))
-    manifest = next((requeued / "runs" / "default" / ".hydra").glob("*/lmm_jobs.jsonl"))
-    entry = json.loads(manifest.read_text().splitlines()[0])
-    job = submitit.SlurmJob(folder=entry["submission_folder"], job_id=entry["job_id"])
+    entry = latest_job(folder, "train")
+    assert "--requeue" in Path(entry["stderr"]).parent.joinpath(f"{entry['job_id']}_submission.sh").read_text()
+    job = submitit.SlurmJob(folder=Path(entry["stderr"]).parent, job_id=entry["job_id"])
 
     deadline = time.time() + 300
-    while not any((c / "trainer_state.json").exists() for c in (folder / "checkpoints").glob("checkpoint-*")):
-        assert time.time() < deadline and not job.done(force_check=True), "no checkpoint before the job ended"
-        time.sleep(0.2)
+    while not (read_attempts(folder) and (read_attempts(folder)[-1]["last_step"] or 0) >= 3):
+        assert time.time() < deadline and not job.done(force_check=True), "training never got to step 3"
+        time.sleep(0.1)
     job._interrupt(timeout=True)  # what SLURM's time-limit signal does
     started = time.time()
     job.result()  # waits through the requeue; raises if the job failed
-    record = read_record(folder)["finetune"]
-    expected = read_record(run_dir(compose([f"paths.root={straight}", *REQUEUE])))["finetune"]
-    assert record["resumed_from"] is not None, "the requeued job did not resume from a checkpoint"
-    assert [e["step"] for e in record["losses"]] == [e["step"] for e in expected["losses"]]
-    for a, b in zip(record["losses"], expected["losses"]):
+    record = read_record(folder)
+    finetune, expected = record["finetune"], read_record(run_dir(compose([f"paths.root={straight}", *REQUEUE])))["finetune"]
+    first, second = read_attempts(folder)
+    assert first["outcome"] == "preempted" and second["outcome"] == "finished"
+    # The checkpoint was written at the step the signal interrupted: the resumed attempt redid no step.
+    assert finetune["resumed_from"] == f"checkpoint-{first['last_step']}"
+    assert second["resumed_at_step"] == first["last_step"] and 3 <= first["last_step"] < 60
+    assert [e["step"] for e in finetune["losses"]] == [e["step"] for e in expected["losses"]]
+    for a, b in zip(finetune["losses"], expected["losses"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-    print(f"requeue + resume took {time.time() - started:.1f} s")
+    # The record counts every attempt: wall time, GPU-hours and tokens.
+    assert finetune["attempts"] == 2 and record["stages"]["finetune"]["attempts"] == 2
+    assert finetune["wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.02)
+    assert finetune["tokens"] == expected["tokens"]
+    print(f"requeue + resume took {time.time() - started:.1f} s; attempt 1 stopped at step {first['last_step']}")
 
 
 def test_slurm_launcher_refuses_a_run_predicted_to_run_out_of_memory(tmp_path):
@@ -140,7 +178,7 @@ def test_a_failed_run_is_reported_and_does_not_stop_the_others(tmp_path):
            "debug=fast", "data=synthetic,llava_80k"]  # LLaVA-80K is not on this machine: that run fails
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
-    assert out.returncode != 0 and "1 of 2 run(s) failed" in log and "log: " in log
+    assert out.returncode != 0 and "1 job(s) failed" in log and "log: " in log
     states = {s.run_id.split("-")[4]: s for s in run_states(tmp_path / "runs" / "default")}
     assert states["synthetic"].state == "done"
     assert states["llava_80k"].state == "failed" and "FileNotFoundError" in states["llava_80k"].detail
