@@ -181,7 +181,7 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     gradient_checkpointing: bool = True
     save_steps: int = 500
-    save_total_limit: int = 2
+    save_total_limit: Optional[int] = 2  # checkpoints kept; 0 or null = all
     logging_steps: int = 10
 
 

@@ -21,7 +21,7 @@ def stage1_present(cfg: DictConfig) -> bool:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     present = stage1_present(cfg)
-    validate(cfg, stage1_exists=present)
+    validate(cfg, stage1_exists=present, check_files=not cfg.dry_run)  # dry runs: configs, not data
     if cfg.dry_run:
         print(format_plan(cfg, present), flush=True)
         return

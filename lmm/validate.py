@@ -1,13 +1,41 @@
-"""Cross-field checks of a composed run config, run before anything is built or submitted."""
+"""Checks of a composed run config (fields, ranges, choices, shapes, files), run before anything is built."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import dataclasses
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 METHODS = ("full", "lora", "qlora")
 STAGES = ("pretrain", "finetune", "both")
 PROJECTORS = ("linear", "mlp2x_gelu")
 TEMPLATES = ("plain", "vicuna_v1", "llama_2")
+PRECISIONS = ("auto", "bf16", "fp32")
+DATA_KINDS = ("llava", "synthetic")
+LOGGER_MODES = ("online", "offline", "disabled")
+# transformers' SchedulerType values that train with our TrainingArguments as they are. The others need
+# `lr_scheduler_kwargs` (cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay) or an
+# evaluation metric (reduce_lr_on_plateau, greedy); tests check this split against transformers' list.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+# A sweep names a folder runs/<sweep>/: a plain name, never a path, and not one of the run store's folders.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_SWEEPS = ("stage1", "stage2")
+# Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
+# and Hydra's own node in configs a launcher composes.
+FREE_FORM_KEYS = ("run", "hydra")
+# The files each benchmark reads, as eval.paths fields.
+BENCHMARK_FILES = {
+    "llava_bench": ("llava_bench", "llava_bench_rules"),
+    "llava_bench_coco": ("llava_bench_coco", "llava_bench_rules"),
+    "mmvet": ("mmvet", "mmvet_grader_prompt"),
+    "mmbench": ("mmbench",),
+    "vicuna80": ("vicuna80", "vicuna80_reference"),
+    "mmlu": ("mmlu",),
+    "synthetic": ("synthetic",),
+}
 
 
 class ConfigError(ValueError):
@@ -30,10 +58,10 @@ def _batch_problems(prefix: str, opt, world: int, cfg_stage: str) -> list[str]:
     if opt.lr <= 0:
         problems.append(f"{prefix}.lr = {opt.lr} must be > 0 (the paper: 1e-4 stage 1, 2e-5 full, 1e-4 LoRA).")
     gbs, mbs = int(opt.global_batch_size), int(opt.micro_batch_size)
+    nodes_field = "pretrain.nodes" if cfg_stage == "pretrain" else "tuning.nodes"
     if gbs <= 0 or mbs <= 0:
         problems.append(f"{prefix}.global_batch_size = {gbs} and {prefix}.micro_batch_size = {mbs} must be > 0.")
-    elif gbs % (mbs * world):
-        nodes_field = "pretrain.nodes" if cfg_stage == "pretrain" else "tuning.nodes"
+    elif world > 0 and gbs % (mbs * world):  # world < 1 is reported with the field that makes it so
         problems.append(
             f"{prefix}.global_batch_size = {gbs} is not divisible by {prefix}.micro_batch_size ({mbs}) × "
             f"world size ({world} = {nodes_field} × cluster.gpus_per_node): pick a global batch that is a "
@@ -44,22 +72,146 @@ def _batch_problems(prefix: str, opt, world: int, cfg_stage: str) -> list[str]:
     return problems
 
 
-def problems(cfg: DictConfig, stage1_exists: bool | None = None) -> list[str]:
-    """Every problem of the config, each naming its fields and the fix; empty when valid.
+def _at_least(out: list[str], cfg: DictConfig, key: str, low: float, why: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and value < low:
+        out.append(f"{key} = {value} must be >= {low:g}{why}.")
 
-    `stage1_exists` tells whether the stage-1 run this config needs is on disk (None = not checked).
-    """
-    out: list[str] = []
+
+def _choice(out: list[str], cfg: DictConfig, key: str, choices: tuple[str, ...], why: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        out.append(f"{key} = {value!r} must be one of {', '.join(choices)}{why}.")
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys the structured schema does not declare (Hydra lets `+key=value` add them to typed sections)."""
+    found: list[str] = []
+    schema = node._metadata.object_type
+    declared = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in list(node):
+        path = f"{prefix}{key}"
+        if declared is not None and key not in declared and not (prefix == "" and key in FREE_FORM_KEYS):
+            found.append(path)
+        elif declared is not None and key in declared:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                found += _unknown_keys(child, f"{path}.")
+    return found
+
+
+def _unknown_key_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    for key in _unknown_keys(cfg):
+        section, _, _ = key.rpartition(".")
+        where = f"the `{section}` section" if section else "the run config"
+        out.append(f"{key} is not a setting of {where} (a typo, or a `+` that added it?): remove it; "
+                   f"`python -m lmm.train --cfg job` lists every setting.")
+    return out
+
+
+def vision_options(image_size: int) -> list[str]:
+    """The conf/vision options whose tower takes `image_size` px."""
+    from lmm.config import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "vision").glob("*.yaml")
+                  if OmegaConf.load(p).get("image_size") == image_size)
+
+
+def _image_size_fix(size: int) -> str:
+    options = vision_options(size)
+    if options:
+        return f"pick a tower trained at {size} px ({', '.join(f'vision={o}' for o in options)})"
+    return f"no vision option takes {size} px"
+
+
+def _shape_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    m, v = cfg.model, cfg.vision
+    for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "vocab_size"):
+        _at_least(out, cfg, f"model.{key}", 1)
+    if m.num_heads >= 1 and m.hidden_size % m.num_heads:
+        out.append(f"model.num_heads = {m.num_heads} does not divide model.hidden_size = {m.hidden_size}: "
+                   "every attention head gets hidden_size / num_heads dimensions.")
+    kv = m.num_kv_heads
+    if kv is not None and (kv < 1 or (m.num_heads >= 1 and m.num_heads % kv)):
+        out.append(f"model.num_kv_heads = {kv} must be >= 1 and divide model.num_heads = {m.num_heads} "
+                   "(grouped-query attention shares each key/value head among num_heads / num_kv_heads heads).")
+    if v.num_heads >= 1 and v.hidden_size % v.num_heads:
+        out.append(f"vision.num_heads = {v.num_heads} does not divide vision.hidden_size = {v.hidden_size}.")
+    _at_least(out, cfg, "vision.num_heads", 1)
+    if v.patch_size < 1:
+        out.append(f"vision.patch_size = {v.patch_size} must be >= 1.")
+    elif v.image_size % v.patch_size:
+        out.append(f"vision.image_size = {v.image_size} must be a multiple of vision.patch_size = {v.patch_size}.")
+    return out
+
+
+def _range_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    tr = cfg.trainer
+    _at_least(out, cfg, "trainer.save_steps", 1, " (optimizer steps between checkpoints)")
+    if tr.max_steps != -1 and tr.max_steps < 1:
+        out.append(f"trainer.max_steps = {tr.max_steps} must be -1 (train for the epochs) or >= 1.")
+    _at_least(out, cfg, "trainer.logging_steps", 1)
+    if tr.save_total_limit is not None and tr.save_total_limit < 0:
+        out.append(f"trainer.save_total_limit = {tr.save_total_limit} must be >= 0, or null (0 and null keep "
+                   "every checkpoint).")
+    _at_least(out, cfg, "trainer.weight_decay", 0)
+    if tr.warmup_ratio < 0 or tr.warmup_ratio >= 1:
+        out.append(f"trainer.warmup_ratio = {tr.warmup_ratio} must be in [0, 1) (the paper: 0.03).")
+    if tr.projector_lr is not None and tr.projector_lr <= 0:
+        out.append(f"trainer.projector_lr = {tr.projector_lr} must be > 0 or null.")
+    if not 0 <= cfg.seed < 2**32:
+        out.append(f"seed = {cfg.seed} must be in [0, 2^32) (numpy's seed range).")
+    for key in ("cluster.gpus_per_node", "cluster.cpus_per_task", "cluster.timeout_min", "tuning.nodes",
+                "pretrain.nodes", "eval.num_beams", "eval.max_new_tokens", "eval.batch_size",
+                "eval.judge.max_workers"):
+        _at_least(out, cfg, key, 1)
+    for key in ("eval.judge.max_parse_failures", "eval.judge.max_retries"):
+        _at_least(out, cfg, key, 0)
+    if cfg.eval.judge.timeout_s <= 0:
+        out.append(f"eval.judge.timeout_s = {cfg.eval.judge.timeout_s} must be > 0.")
+    for name, runs in cfg.eval.judge.num_runs.items():
+        if runs < 1:
+            out.append(f"eval.judge.num_runs.{name} = {runs} must be >= 1.")
+    return out
+
+
+def _choice_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    _choice(out, cfg, "stage.name", STAGES)
+    _choice(out, cfg, "tuning.method", METHODS)
+    _choice(out, cfg, "projector.type", PROJECTORS)
+    _choice(out, cfg, "model.template", TEMPLATES)
+    _choice(out, cfg, "trainer.precision", PRECISIONS, " (auto: bf16 on GPU, fp32 on CPU)")
+    _choice(out, cfg, "trainer.lr_scheduler", LR_SCHEDULERS,
+            " (transformers' schedulers that need no lr_scheduler_kwargs or evaluation metric)")
+    _choice(out, cfg, "logger.mode", LOGGER_MODES)
+    if cfg.deepspeed.stage not in (0, 2, 3):
+        out.append(f"deepspeed.stage = {cfg.deepspeed.stage} must be 0 (none), 2 or 3.")
+    from lmm.eval.benchmarks import BENCHMARK_NAMES
+
+    unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARK_NAMES]
+    if unknown:
+        out.append(f"eval.benchmarks has unknown {', '.join(map(repr, unknown))}: the benchmarks are "
+                   f"{', '.join(BENCHMARK_NAMES)} (or pick a preset: eval=paper, eval=table3, ...).")
+    return out
+
+
+def _sweep_problems(cfg: DictConfig) -> list[str]:
+    sweep = str(cfg.sweep)
+    if not SWEEP_NAME.fullmatch(sweep):
+        return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
+                "or digit): it names the folder runs/<sweep>/."]
+    if sweep in RESERVED_SWEEPS:
+        return [f"sweep = {sweep!r} is reserved: runs/{sweep}/ is the run store itself. Pick another name."]
+    return []
+
+
+def _tuning_problems(cfg: DictConfig) -> list[str]:
+    out = []
     t, ds = cfg.tuning, cfg.deepspeed
-    stage = cfg.stage.name
-    if stage not in STAGES:
-        out.append(f"stage.name = {stage!r} must be one of {STAGES}.")
-    if t.method not in METHODS:
-        out.append(f"tuning.method = {t.method!r} must be one of {METHODS}.")
-    if cfg.projector.type not in PROJECTORS:
-        out.append(f"projector.type = {cfg.projector.type!r} must be one of {PROJECTORS}.")
-    if cfg.model.template not in TEMPLATES:
-        out.append(f"model.template = {cfg.model.template!r} must be one of {TEMPLATES}.")
     if t.method in ("lora", "qlora"):
         if t.rank <= 0:
             out.append(f"tuning.rank = {t.rank} must be > 0 for {t.method}: set tuning.rank=64 (the paper's).")
@@ -75,38 +227,101 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None) -> list[str]:
             )
         if t.bits != 4:
             out.append(f"tuning.bits = {t.bits} must be 4 for qlora (or use tuning=lora).")
+        if t.quant_type not in ("nf4", "fp4"):
+            out.append(f"tuning.quant_type = {t.quant_type!r} must be nf4 (the paper's) or fp4.")
     elif t.bits != 16:
         out.append(f"tuning.bits = {t.bits} with tuning.method = {t.method}: 4-bit needs tuning=qlora.")
-    if ds.stage not in (0, 2, 3):
-        out.append(f"deepspeed.stage = {ds.stage} must be 0 (none), 2 or 3.")
+    return out
+
+
+def _data_problems(cfg: DictConfig) -> list[str]:
+    out = []
     v = cfg.vision
-    if v.image_size % v.patch_size:
-        out.append(f"vision.image_size = {v.image_size} must be a multiple of vision.patch_size = {v.patch_size}.")
     for key in ("data", "pretrain_data"):
         d = cfg[key]
         if d.image_size != v.image_size:
             out.append(
                 f"{key}.image_size = {d.image_size} does not match the vision tower ({v.name}: "
-                f"vision.image_size = {v.image_size}): remove the override or pick the tower trained at "
-                f"{d.image_size} px (e.g. vision=clip_l14_{d.image_size})."
+                f"vision.image_size = {v.image_size}): remove the override, or {_image_size_fix(d.image_size)}."
             )
-        if d.image_aspect not in ("pad", "resize", "crop"):
-            out.append(f"{key}.image_aspect = {d.image_aspect!r} must be pad, resize or crop.")
+        _choice(out, cfg, f"{key}.kind", DATA_KINDS)
+        _choice(out, cfg, f"{key}.image_aspect", ("pad", "resize", "crop"))
         if d.sharegpt_ratio < 0 or (d.sharegpt_ratio > 0 and not d.sharegpt_path):
             out.append(f"{key}.sharegpt_ratio = {d.sharegpt_ratio} needs >= 0 and a {key}.sharegpt_path.")
-        if d.max_length > cfg.model.max_position_embeddings:
+        if d.max_length < 1:
+            out.append(f"{key}.max_length = {d.max_length} must be >= 1 (tokens per sample, the image as one).")
+        elif d.max_length > cfg.model.max_position_embeddings:
             out.append(
                 f"{key}.max_length = {d.max_length} exceeds model.max_position_embeddings = "
                 f"{cfg.model.max_position_embeddings}."
             )
+        if not 0 <= d.max_bad_fraction <= 1:
+            out.append(f"{key}.max_bad_fraction = {d.max_bad_fraction} must be in [0, 1] (the fraction of images "
+                       "that may be missing or unreadable).")
+        _at_least(out, cfg, f"{key}.num_workers", 0)
+    return out
+
+
+def _stages_reading(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
+    """The data sections a real run reads: stage 1's unless its run exists, and stage 2's."""
+    stage = cfg.stage.name
+    keys = []
+    if stage == "pretrain" or (stage == "both" and stage1_exists is not True):
+        keys.append("pretrain_data")
+    if stage in ("finetune", "both"):
+        keys.append("data")
+    return keys
+
+
+def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
+    """Files a real run reads that are not there (generated synthetic data is made on first use)."""
+    out = []
+    for key in _stages_reading(cfg, stage1_exists):
+        d = cfg[key]
+        if d.kind != "llava":
+            continue
+        if not d.path or not Path(d.path).is_file():
+            out.append(f"{key}.path = {d.path} is not a file (the {d.name} LLaVA-format JSON): download it there "
+                       f"or set {key}.path / paths.data_dir.")
+        if d.image_folder and not Path(d.image_folder).is_dir():
+            out.append(f"{key}.image_folder = {d.image_folder} is not a folder: set {key}.image_folder / "
+                       "paths.data_dir.")
+        if d.sharegpt_ratio > 0 and d.sharegpt_path and not Path(d.sharegpt_path).is_file():
+            out.append(f"{key}.sharegpt_path = {d.sharegpt_path} is not a file (ShareGPT conversations for "
+                       f"sharegpt_ratio = {d.sharegpt_ratio}).")
+    projector = cfg.stage.projector_path
+    if projector and cfg.stage.name != "pretrain" and not Path(projector).exists():
+        out.append(f"stage.projector_path = {projector} does not exist (a projector.safetensors or a stage-1 run "
+                   "folder).")
+    if cfg.get("task", "all") != "train":  # a train-only job never reads the benchmarks
+        for bench in cfg.eval.benchmarks:
+            for field in BENCHMARK_FILES.get(bench, ()):
+                path = cfg.eval.paths[field]
+                if path is not None and not Path(path).exists():
+                    out.append(f"eval.paths.{field} = {path} does not exist ({bench} is in eval.benchmarks): "
+                               f"set eval.paths.{field} or eval.paths.root, or drop {bench}.")
+    return out
+
+
+def problems(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bool = False) -> list[str]:
+    """Every problem of the config, each naming its fields and the fix; empty when valid.
+
+    `stage1_exists` tells whether the stage-1 run this config needs is on disk (None = not checked).
+    `check_files`: also report data, projector and benchmark files that are missing. Only for a run that is
+    about to start: dry runs and plans look at configs (the paper's) on machines without their data.
+    """
+    out = _unknown_key_problems(cfg)
+    out += _choice_problems(cfg)
+    out += _sweep_problems(cfg)
+    out += _tuning_problems(cfg)
+    out += _shape_problems(cfg)
+    out += _data_problems(cfg)
+    out += _range_problems(cfg)
+    stage = cfg.stage.name
     if stage in ("pretrain", "both"):
         out += _batch_problems("pretrain", cfg.pretrain, world_size(cfg, "pretrain"), stage)
     if stage in ("finetune", "both"):
-        out += _batch_problems("tuning", t, world_size(cfg, "finetune"), stage)
-    if cfg.trainer.warmup_ratio < 0 or cfg.trainer.warmup_ratio >= 1:
-        out.append(f"trainer.warmup_ratio = {cfg.trainer.warmup_ratio} must be in [0, 1) (the paper: 0.03).")
-    if cfg.trainer.projector_lr is not None and cfg.trainer.projector_lr <= 0:
-        out.append(f"trainer.projector_lr = {cfg.trainer.projector_lr} must be > 0 or null.")
+        out += _batch_problems("tuning", cfg.tuning, world_size(cfg, "finetune"), stage)
     if stage == "finetune" and not cfg.stage.projector_path and stage1_exists is False:
         from lmm.launch.identity import stage1_command
 
@@ -115,11 +330,13 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None) -> list[str]:
             f"for this LLM, tower, projector, stage-1 data and seed does not exist. Produce it with:\n"
             f"    {stage1_command(cfg)}\n  or run both stages with stage=both, or set stage.projector_path."
         )
+    if check_files:
+        out += _file_problems(cfg, stage1_exists)
     return out
 
 
-def validate(cfg: DictConfig, stage1_exists: bool | None = None) -> None:
+def validate(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bool = False) -> None:
     """Raise one ConfigError listing every problem of the config."""
-    found = problems(cfg, stage1_exists)
+    found = problems(cfg, stage1_exists, check_files)
     if found:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(found))

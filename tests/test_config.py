@@ -200,3 +200,141 @@ def test_invalid_config_fails_before_anything_runs(tmp_path):
 def test_cfg_job_prints_the_composed_config(tmp_path):
     out = _train("--cfg", "job", "model=70b", cwd=tmp_path)
     assert out.returncode == 0 and "hidden_size: 8192" in out.stdout and "template: llama_2" in out.stdout
+
+
+# ----------------------------------------------------------------------------- issue 11: bad input, clear errors
+
+# Each invalid config and a text its error must contain (the field, and where useful the fix).
+NEWLY_REJECTED = [
+    (["trainer.save_steps=0"], "trainer.save_steps = 0 must be >= 1"),
+    (["trainer.max_steps=0"], "trainer.max_steps = 0 must be -1 (train for the epochs) or >= 1"),
+    (["trainer.precision=fp8"], "trainer.precision = 'fp8' must be one of auto, bf16, fp32"),
+    (["+foo=1"], "foo is not a setting of the run config"),
+    (["sweep=../../escaped"], "sweep = '../../escaped' must be a plain name"),
+    (["data.max_bad_fraction=-1"], "data.max_bad_fraction = -1.0 must be in [0, 1]"),
+    (["trainer.save_total_limit=-3"], "trainer.save_total_limit = -3 must be >= 0, or null"),
+    (["data=llava_80k", "data.path=/nonexistent/llava.json", "data.image_folder=/"],
+     "data.path = /nonexistent/llava.json is not a file"),
+    (["trainer.lr_scheduler=bogus"], "trainer.lr_scheduler = 'bogus' must be one of linear, cosine"),
+    (["data.max_length=0"], "data.max_length = 0 must be >= 1"),
+    (["cluster.gpus_per_node=-1"], "cluster.gpus_per_node = -1 must be >= 1"),
+    (["model.num_heads=5"], "model.num_heads = 5 does not divide model.hidden_size = 64"),
+    (["logger.mode=bogus"], "logger.mode = 'bogus' must be one of online, offline, disabled"),
+    (["trainer.logging_steps=0"], "trainer.logging_steps = 0 must be >= 1"),
+    (["eval.benchmarks=[bogus]"], "eval.benchmarks has unknown 'bogus': the benchmarks are llava_bench"),
+    (["cluster.gpus_per_node=0"], "cluster.gpus_per_node = 0 must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", NEWLY_REJECTED, ids=[" ".join(o) for o, _ in NEWLY_REJECTED])
+def test_invalid_values_are_rejected_before_anything_is_built(tmp_path, overrides, expected):
+    msg = _error([f"paths.root={tmp_path}", *overrides], check_files=True)
+    assert expected in msg
+    assert msg.count("\n  - ") == 1  # exactly this problem, no follow-up error (e.g. no ZeroDivisionError)
+
+
+def test_missing_data_files_are_problems_for_real_runs_only(tmp_path):
+    cfg = compose([f"paths.root={tmp_path}", "data=llava_80k_sharegpt", "stage=finetune",
+                   "stage.projector_path=/nonexistent/projector.safetensors", "eval=paper"])
+    validate(cfg)  # a dry run (and tests of the paper's configs) look at configs, not at data
+    msg = _error([f"paths.root={tmp_path}", "data=llava_80k_sharegpt", "stage=finetune",
+                  "stage.projector_path=/nonexistent/projector.safetensors", "eval=paper"], check_files=True)
+    for field in ("data.path", "data.image_folder", "data.sharegpt_path", "stage.projector_path",
+                  "eval.paths.llava_bench ", "eval.paths.llava_bench_rules", "eval.paths.mmvet ",
+                  "eval.paths.mmvet_grader_prompt", "eval.paths.mmbench", "eval.paths.vicuna80 ",
+                  "eval.paths.vicuna80_reference", "eval.paths.mmlu"):
+        assert f"\n  - {field}" in msg, field
+    # Stage 1's data is not read when stage 1 exists; synthetic data is generated on first use.
+    validate(compose([f"paths.root={tmp_path}", "data@pretrain_data=laion_cc_sbu_558k"]), stage1_exists=True,
+             check_files=True)
+    assert "pretrain_data.path" in _error([f"paths.root={tmp_path}", "data@pretrain_data=laion_cc_sbu_558k"],
+                                          check_files=True)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["sweep=stage1"], "sweep = 'stage1' is reserved"),
+    (["sweep=stage2"], "sweep = 'stage2' is reserved"),
+    (["sweep=/abs"], "must be a plain name"),
+    (["sweep=.hidden"], "must be a plain name"),
+    (["+trainer.sve_steps=5"], "trainer.sve_steps is not a setting of the `trainer` section"),
+    (["+model.recipe.full.lrr=1"], "model.recipe.full.lrr is not a setting of the `model.recipe.full` section"),
+    (["model=33b", "model.num_kv_heads=5"], "model.num_kv_heads = 5 must be >= 1 and divide model.num_heads = 52"),
+    (["trainer.lr_scheduler=cosine_with_min_lr"], "trainer.lr_scheduler = 'cosine_with_min_lr' must be one of"),
+    (["seed=-1"], "seed = -1 must be in [0, 2^32)"),
+    (["eval.judge.max_parse_failures=-1"], "eval.judge.max_parse_failures = -1 must be >= 0"),
+    (["pretrain_data.max_bad_fraction=1.5"], "pretrain_data.max_bad_fraction = 1.5 must be in [0, 1]"),
+])
+def test_more_invalid_values_name_their_field(overrides, expected):
+    assert expected in _error(overrides)
+
+
+def test_valid_edge_values_pass():
+    validate(compose(["trainer.save_total_limit=null", "trainer.max_steps=-1", "data.max_bad_fraction=0",
+                      "sweep=table4.v2-rerun_1", "+run=/some/run", "logger.mode=offline",
+                      "+eval.judge.models.extra=gpt-4", "trainer.lr_scheduler=cosine"]))
+
+
+def test_lr_scheduler_choices_follow_transformers():
+    from transformers.trainer_utils import SchedulerType
+
+    from lmm.validate import LR_SCHEDULERS
+
+    needs_more = {"cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "reduce_lr_on_plateau",
+                  "greedy"}  # lr_scheduler_kwargs or an evaluation metric, which our TrainingArguments do not set
+    assert set(LR_SCHEDULERS) | needs_more >= {s.value for s in SchedulerType}
+    assert set(LR_SCHEDULERS) <= {s.value for s in SchedulerType}
+
+
+def test_image_size_suggestion_names_only_real_options():
+    msg = _error(["vision=clip_l14_336", "data.image_size=48"])
+    assert "vision=tiny_48" in msg and "clip_l14_48" not in msg
+    msg = _error(["data.image_size=64"])
+    assert "no vision option takes 64 px" in msg
+
+
+def test_stage1_command_reproduces_the_stage1_run(tmp_path):
+    import shlex
+
+    cfg = compose([f"paths.root={tmp_path}", "stage=finetune", "debug=fast", "trainer.max_steps=7",
+                   "pretrain.lr=3e-4", "pretrain_data.synthetic_num_train=32", "tuning=lora"])
+    command = stage1_command_of(_error([f"paths.root={tmp_path}", "stage=finetune", "debug=fast",
+                                        "trainer.max_steps=7", "pretrain.lr=3e-4",
+                                        "pretrain_data.synthetic_num_train=32", "tuning=lora"], stage1_exists=False))
+    args = shlex.split(command)
+    assert args[:4] == ["python", "-m", "lmm.train", "stage=pretrain"] and f"paths.root={tmp_path}" in args
+    assert {"trainer.max_steps=7", "pretrain.lr=0.0003", "pretrain_data.synthetic_num_train=32"} <= set(args)
+    again = compose(args[3:])
+    assert stage1_id(again) == stage1_id(cfg) and str(run_id(again)) == stage1_id(cfg)
+
+
+def stage1_command_of(message: str) -> str:
+    return next(line.strip() for line in message.splitlines() if line.strip().startswith("python -m lmm.train"))
+
+
+def test_every_problem_is_reported_at_once_even_in_a_dry_run(tmp_path):
+    out = _train("trainer.save_steps=0", "trainer.precision=fp8", "+foo=1", "cluster.gpus_per_node=0",
+                 "eval.benchmarks=[bogus]", "logger.mode=bogus", "dry_run=true", f"paths.root={tmp_path}",
+                 cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" not in out.stderr.split("Invalid config")[0][-200:]
+    for field in ("trainer.save_steps = 0", "trainer.precision = 'fp8'", "foo is not a setting",
+                  "cluster.gpus_per_node = 0", "eval.benchmarks has unknown 'bogus'", "logger.mode = 'bogus'"):
+        assert field in out.stderr, field
+    assert "ZeroDivisionError" not in out.stderr
+    assert not (tmp_path / "runs" / "stage1").exists() and not (tmp_path / "runs" / "stage2").exists()
+
+
+def test_following_the_printed_stage1_command_ends_the_error(tmp_path):
+    """`stage=finetune` without stage 1 prints a command; run exactly that, and the same finetune command passes."""
+    import shlex
+
+    finetune = ["stage=finetune", "debug=fast", "trainer.max_steps=2", f"paths.root={tmp_path}"]
+    first = _train(*finetune, "dry_run=true", cwd=tmp_path)
+    assert first.returncode != 0 and "no stage-1 projector" in first.stderr
+    command = stage1_command_of(first.stderr)
+    args = shlex.split(command)
+    assert {"debug=fast", "trainer.max_steps=2", f"paths.root={tmp_path}"} <= set(args)
+    assert "dry_run=true" not in args and "stage=finetune" not in args
+    made = subprocess.run([sys.executable, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    again = _train(*finetune, "dry_run=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]

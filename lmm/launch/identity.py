@@ -105,8 +105,8 @@ def sweep_link(cfg: DictConfig) -> Path:
 
 
 def stage1_command(cfg: DictConfig) -> str:
-    """The command that trains the stage-1 run this config needs."""
-    return (
-        f"python -m lmm.train stage=pretrain model={cfg.model.name} vision={cfg.vision.name} "
-        f"projector={cfg.projector.name} data@pretrain_data={cfg.pretrain_data.name} seed={cfg.seed}"
-    )
+    """The command that trains the stage-1 run this config needs, with every override that decides that run's
+    identity and location (the run's own Hydra overrides with stage=pretrain; see lmm.reproduce)."""
+    from lmm.reproduce import stage1_command as command
+
+    return command(cfg)

@@ -41,7 +41,7 @@ def training_arguments(cfg: DictConfig, stage: str, output_dir: Path, run_name: 
         logging_first_step=True,
         save_strategy="steps",
         save_steps=int(cfg.trainer.save_steps),
-        save_total_limit=int(cfg.trainer.save_total_limit),
+        save_total_limit=None if cfg.trainer.save_total_limit is None else int(cfg.trainer.save_total_limit),
         seed=int(cfg.seed),
         data_seed=int(cfg.seed),
         dataloader_num_workers=int(data.num_workers),
