@@ -1,0 +1,189 @@
+"""What the SLURM launcher submits: each job's own preset, --requeue, no duplicate of a queued job,
+failures that fail, and dry runs that show the jobs (and fail on a predicted OOM).
+
+The tests marked `slurm` need the local cluster (scripts/slurm/start.sh); the dry runs need nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lmm.config import compose
+from lmm.launch.identity import run_dir, stage1_dir
+from lmm.launch.jobs import read_jobs
+from lmm.launch.resources import job_resources
+from lmm.launch.rundir import read_failure
+from lmm.sweep import run_states
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".cache" / "torch_extensions")}
+
+# Two presets of the local cluster that differ in every resource a job asks for.
+PRESETS = {
+    "slurm_small": {"timeout_min": 31, "mem_gb_per_node": 3, "cpus_per_task": 1},
+    "slurm_big": {"timeout_min": 47, "mem_gb_per_node": 5, "cpus_per_task": 2},
+}
+
+
+def _train(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmm.train", *args, f"paths.root={root}"], cwd=root, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _conf_dir(tmp_path: Path) -> Path:
+    """Two cluster presets and two experiments (tiny_s on one preset, tiny_m on the other)."""
+    conf = tmp_path / "conf"
+    (conf / "cluster").mkdir(parents=True)
+    (conf / "experiment").mkdir()
+    for name, values in PRESETS.items():
+        body = "\n".join(f"{k}: {v}" for k, v in values.items())
+        (conf / "cluster" / f"{name}.yaml").write_text(f"defaults:\n  - localhost_slurm\n  - _self_\nname: {name}\n{body}\n")
+    for experiment, (model, preset) in {"small": ("tiny_s", "slurm_small"), "big": ("tiny_m", "slurm_big")}.items():
+        (conf / "experiment" / f"{experiment}.yaml").write_text(textwrap.dedent(f"""\
+            # @package _global_
+            defaults:
+              - override /model: {model}
+              - override /cluster: {preset}
+            """))
+    return conf
+
+
+def _scripts(folder: Path) -> list[str]:
+    return [Path(j["stderr"]).parent.joinpath(f"{j['job_id']}_submission.sh").read_text() for j in read_jobs(folder)]
+
+
+def _squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_each_job_carries_its_own_preset_and_a_queued_run_is_never_submitted_twice(tmp_path):
+    conf = _conf_dir(tmp_path)
+    # Held jobs stay pending (reason JobHeldUser) for as long as the test needs.
+    args = ["-m", "--config-dir", str(conf), "experiment=small,big", "debug=fast", "hydra/launcher=slurm",
+            "hydra.launcher.wait=false", "+hydra.launcher.additional_parameters.hold=true"]
+    before = _squeue_ids()
+    out = _train(tmp_path, *args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    new_jobs = _squeue_ids() - before
+    try:
+        assert len(new_jobs) == 4  # a stage-1 job and a training job per experiment
+        for experiment, preset in (("small", "slurm_small"), ("big", "slurm_big")):
+            cfg = compose([f"paths.root={tmp_path}", "debug=fast", f"model={'tiny_s' if experiment == 'small' else 'tiny_m'}"])
+            values = PRESETS[preset]
+            folder = run_dir(cfg)
+            scripts = _scripts(folder) + _scripts(stage1_dir(cfg))
+            assert len(scripts) == 2
+            for script in scripts:
+                assert f"#SBATCH --time={values['timeout_min']}\n" in script
+                assert f"#SBATCH --mem={values['mem_gb_per_node']}GB\n" in script
+                assert f"#SBATCH --cpus-per-task={values['cpus_per_task']}\n" in script
+                assert "#SBATCH --requeue\n" in script and "#SBATCH --partition=lmm\n" in script
+            train = [j for j in read_jobs(folder) if j["kind"] == "train"]
+            assert len(train) == 1 and train[0]["dependency"].startswith("afterok:")
+
+        # Submitted again while everything is pending: nothing new is queued, the log says why.
+        again = _train(tmp_path, *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        log = again.stdout + again.stderr
+        assert "0 job(s) submitted" in log and log.count("(PENDING: JobHeldUser), not resubmitted") == 2, log[-3000:]
+        assert _squeue_ids() - before == new_jobs
+        states = {s.run_id.split("-")[0]: s for s in run_states(tmp_path / "runs" / "default")}
+        assert {s.state for s in states.values()} == {"pending"}
+        assert all("(Dependency)" in s.detail or "JobHeldUser" in s.detail for s in states.values()), states
+    finally:
+        subprocess.run(["scancel", *new_jobs], timeout=30, check=False)
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_run_that_raises_fails_its_job_with_the_traceback_in_the_log_its_note_names(tmp_path):
+    # A LoRA target that matches no module: PEFT raises when stage 2 builds its model.
+    overrides = ["debug=fast", "tuning=lora", "tuning.rank=8", "tuning.target_modules=no_such_module",
+                 "cluster=localhost_slurm"]
+    out = _train(tmp_path, "-m", "hydra/launcher=slurm", *overrides)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "1 job(s) failed" in log, log[-3000:]
+    folder = run_dir(compose([f"paths.root={tmp_path}", *overrides]))
+    job = [j for j in read_jobs(folder) if j["kind"] == "train"][-1]
+    deadline = time.time() + 60  # the result file comes back before the job's process has exited
+    while True:
+        state, code = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job["job_id"], "-o", "State,ExitCode"],
+                                     capture_output=True, text=True, timeout=30, check=True).stdout.split("|")
+        if state not in ("RUNNING", "COMPLETING") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert state == "FAILED" and code.strip() != "0:0", (state, code)
+    note = read_failure(folder)
+    assert note["log"] == job["stderr"] and note["slurm_job_id"] == job["job_id"]
+    job_log = Path(note["log"]).read_text()
+    assert "Traceback" in job_log and "no_such_module" in job_log
+
+
+def _dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return _train(tmp_path, "-m", "hydra/launcher=slurm", "dry_run=true", *args, timeout=300)
+
+
+def test_dry_run_shows_each_job_its_request_and_dependency_and_the_qlora_65b_fits(tmp_path):
+    out = _dry_run(tmp_path, "experiment=table4/65b_lora64", "tuning=qlora", "deepspeed=zero2")
+    text = out.stdout
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "1 grid point(s) → 3 job(s): 1 stage1, 1 train, 1 eval" in text
+    stage1, train, evaluation = ("[" + part for part in text.split("\n[")[1:4])
+    assert stage1.startswith("[stage1] s1-65b") and "--nodes=1 --ntasks-per-node=8" in stage1
+    # Stage 1 under ZeRO-2 would hold the bf16 65B LLM on every GPU: it gets ZeRO-3 on its own.
+    assert "[pretrain] trainable: projector (CLIP and LLM frozen); DeepSpeed ZeRO-3" in stage1
+    assert "--time=1440" in train and "--mem=900GB" in train and "--requeue" in train
+    assert "--nodes=2 --ntasks-per-node=8" in train and "after: stage1 job of s1-65b" in train
+    assert "[finetune] trainable: projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen); DeepSpeed ZeRO-2" in train
+    assert "[pretrain]" not in train  # the training job trains stage 2 only
+    assert evaluation.startswith("[eval]") and "--nodes=1 --ntasks-per-node=1" in evaluation
+    assert "after: train job of 65b" in evaluation and "evaluates: llava_bench (beams 1)" in evaluation
+    assert not list(tmp_path.rglob("jobs.jsonl"))  # nothing submitted
+
+
+def test_dry_run_fails_on_a_predicted_oom(tmp_path):
+    out = _dry_run(tmp_path, "experiment=table4/65b_lora64", "deepspeed=zero2", "tuning.nodes=1")
+    assert out.returncode != 0
+    assert "[train] 65b-clip_l14_336-linear-lora64" in out.stdout  # the jobs are printed first
+    assert "Dry run: predicted out of memory" in out.stderr and "[train] 65b" in out.stderr
+
+
+def test_job_resources_come_from_the_jobs_own_preset(monkeypatch):
+    monkeypatch.setenv("LMM_SLURM_PARTITION", "gpu")
+    monkeypatch.setenv("LMM_SLURM_ACCOUNT", "proj")
+    full = compose(["experiment=table4/65b_full"])
+    r = job_resources(full, "train")
+    assert (r.nodes, r.tasks_per_node, r.gpus_per_node, r.cpus_per_task, r.mem_gb, r.time_min) == (4, 8, 8, 10, 900, 1440)
+    assert r.flags() == ("--nodes=4 --ntasks-per-node=8 --cpus-per-task=10 --time=1440 --requeue --gpus-per-node=8 "
+                         "--mem=900GB --partition=gpu --account=proj")
+    stage1 = job_resources(compose(["experiment=table4/65b_full", "stage=pretrain"]), "stage1")
+    assert (stage1.nodes, stage1.tasks_per_node) == (1, 8)
+    evaluation = job_resources(full, "eval")
+    assert (evaluation.nodes, evaluation.tasks_per_node, evaluation.gpus_per_node, evaluation.cpus_per_task) == (1, 1, 8, 80)
+    gres = job_resources(compose(["experiment=table4/65b_full", "cluster.gres=gpu:a100:8"]), "train")
+    assert "--gres=gpu:a100:8" in gres.flags() and "--gpus-per-node" not in gres.flags()
+    # The local test cluster never reads the real cluster's variable.
+    assert job_resources(compose(["cluster=localhost_slurm"]), "train").partition == "lmm"
+
+
+def test_paper_sweep_trains_each_configuration_once(tmp_path):
+    """39 experiment files, 20 distinct trainings (35 when each table trained its own)."""
+    out = subprocess.run([sys.executable, "-m", "lmm.sweep", "run", "paper", "hydra/launcher=slurm", "dry_run=true",
+                          f"paths.root={tmp_path}"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "39 grid point(s) → 50 job(s): 10 stage1, 20 train, 20 eval"
+    stage2 = next(line for line in lines if line.startswith("stage-2 trainings:"))
+    count, hours = stage2.split(": ")[1].split(", GPU-hours per node")[0], float(stage2.rsplit(": ", 1)[1])
+    assert count == "20" and hours == pytest.approx(147.7, abs=0.1)
+    assert sum("evaluates:" in line for line in lines) == 20  # each run evaluated once, all its benchmarks
