@@ -91,18 +91,21 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
     appears once per sweep that links to it, with `sweep` set to that sweep's name (so each table sees
     the runs its sweep uses); a stored run no sweep links to, or a folder of the older layout
     (runs/<sweep>/<id> as a real folder), keeps the sweep its record names. `runs_dir` may also be
-    one sweep's folder.
+    one sweep's folder: its runs, as that sweep's.
     """
     from lmm.launch.store import memberships
 
     root = Path(runs_dir).expanduser()
     views = memberships(root)
-    folders = {p.parent.resolve() for p in root.rglob(RECORD_FILE)}
-    folders |= {p.resolve() for p in root.iterdir() if p.is_symlink() and p.is_dir()} if root.is_dir() else set()
-    folders |= set(views)
+    for link in (p for p in root.iterdir() if p.is_symlink() and p.is_dir()) if root.is_dir() else ():
+        views.setdefault(link.resolve(), []).append(root.name)  # `runs_dir` is itself one sweep's view
+    folders = {p.parent.resolve() for p in root.rglob(RECORD_FILE)} | set(views)
     records = []
+    base = root.resolve()
     for folder in sorted(folders):
-        if any(part in ("checkpoints", ".hydra", "wandb") for part in folder.parts):
+        inside = folder.relative_to(base).parts if folder.is_relative_to(base) else ()
+        # Hidden folders (Hydra's logs, duplicates set aside by `lmm.sweep migrate`) hold no run of a sweep.
+        if any(part in ("checkpoints", "wandb") or part.startswith(".") for part in inside):
             continue
         if not (folder / RECORD_FILE).exists():
             continue
