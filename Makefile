@@ -29,9 +29,10 @@ demo: setup
 	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --table cost --format md
 	$(PY) -m analysis.plots --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --out $(DEMO_RUNS)/toy/plots
 
-# The whole test suite (slow end-to-end tests included).
+# The whole test suite (slow end-to-end and SLURM tests included): brings the local SLURM cluster up
+# (as root on Debian; it says so where it cannot) and stops it afterwards if it started it.
 test: setup
-	$(PY) -m pytest -q
+	scripts/slurm/with_cluster.sh $(PY) -m pytest -q
 
 # The quick developer loop: everything not marked slow.
 test-fast: setup
