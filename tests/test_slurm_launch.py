@@ -20,6 +20,7 @@ from lmm.launch.identity import run_dir, stage1_dir
 from lmm.launch.jobs import read_jobs
 from lmm.launch.resources import job_resources
 from lmm.launch.rundir import read_failure
+from lmm.records import read_record
 from lmm.sweep import run_states
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,3 +188,28 @@ def test_paper_sweep_trains_each_configuration_once(tmp_path):
     count, hours = stage2.split(": ")[1].split(", GPU-hours per node")[0], float(stage2.rsplit(": ", 1)[1])
     assert count == "20" and hours == pytest.approx(147.7, abs=0.1)
     assert sum("evaluates:" in line for line in lines) == 20  # each run evaluated once, all its benchmarks
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_evaluation_is_a_job_after_training_and_new_benchmarks_are_added_to_the_trained_run(tmp_path):
+    base = ["-m", "hydra/launcher=slurm", "cluster=localhost_slurm", "debug=fast", "eval=synthetic"]
+    out = _train(tmp_path, *base)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = run_dir(compose([f"paths.root={tmp_path}", "cluster=localhost_slurm", "debug=fast", "eval=synthetic"]))
+    jobs = read_jobs(folder)
+    assert [j["kind"] for j in jobs] == ["train", "eval"]
+    assert jobs[1]["dependency"] == f"afterok:{jobs[0]['job_id']}"
+    assert "--ntasks-per-node=1" in jobs[1]["sbatch"]
+    trained = read_record(folder)
+    assert list(trained["eval"]["synthetic"]) == ["beam1"]
+
+    # Beam 2 asked for later (as Table 1 asks beam 5 of Table 4's run): one evaluation job, no training.
+    out = _train(tmp_path, *base, "eval.num_beams=1,2")
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "1 job(s) submitted (0 stage1, 0 train, 1 eval)" in log
+    record = read_record(folder)
+    assert sorted(record["eval"]["synthetic"]) == ["beam1", "beam2"]
+    assert record["eval"]["synthetic"]["beam1"] == trained["eval"]["synthetic"]["beam1"]  # scored once
+    assert record["finetune"]["wall_time_s"] == trained["finetune"]["wall_time_s"]
