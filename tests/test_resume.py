@@ -13,6 +13,7 @@ import pytest
 from lmm.config import compose
 from lmm.launch.identity import run_dir
 from lmm.records import read_record
+from lmm.training.checkpoints import MANIFEST
 
 # 12 optimiser steps per epoch on 96 samples: the run crosses an epoch boundary after the kill.
 COMMON = ["trainer.max_steps=16", "trainer.save_steps=4", "trainer.logging_steps=1", "tuning.rank=8",
@@ -37,7 +38,8 @@ def stage1(tmp_path_factory):
 def _kill_after_first_checkpoint(proc, ckpt_dir, timeout_s=300) -> int:
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
-        done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+        # A checkpoint is complete once its manifest is written (last); resume refuses it before that.
+        done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / MANIFEST).exists()]
         if done:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

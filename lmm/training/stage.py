@@ -55,22 +55,11 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete checkpoint; partial ones (a job killed while saving) are removed.
+    """The newest checkpoint that loads: complete, its files matching the manifest this run signed (written by
+    `lmm.training.checkpoints.ManifestCallback`); newer ones are skipped with a warning saying why."""
+    from lmm.training import checkpoints
 
-    Trainer writes `trainer_state.json` last, so a checkpoint without it is incomplete.
-    """
-    if not ckpt_dir.is_dir():
-        return None
-    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for candidate in found:
-        if (candidate / "trainer_state.json").exists():
-            return candidate
-        log.warning("removing incomplete checkpoint %s", candidate)
-        barrier()
-        if is_main_process():
-            shutil.rmtree(candidate, ignore_errors=True)
-    return None
+    return checkpoints.latest_checkpoint(ckpt_dir)
 
 
 def _loss_history(trainer: LmmTrainer) -> list[dict]:
