@@ -117,22 +117,23 @@ REQUEUE = ["model=tiny_s", "tuning=full", "trainer.max_steps=60", "trainer.save_
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
-def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_same_losses(tmp_path):
+@pytest.mark.parametrize("shape", [[], ["tuning.nodes=2", "deepspeed=zero2"]], ids=["1 node", "2 nodes ZeRO-2"])
+def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_same_losses(tmp_path, shape):
     import submitit
 
+    overrides = [*REQUEUE, *shape]
     straight, requeued = tmp_path / "straight", tmp_path / "requeued"
     straight.mkdir(), requeued.mkdir()
-    base = [sys.executable, "-m", "lmm.train"]
-    out = subprocess.run([*base, f"paths.root={straight}", *REQUEUE], cwd=straight, capture_output=True,
+    launch = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=slurm", "cluster.timeout_min=5"]
+    out = subprocess.run([*launch, f"paths.root={straight}", *overrides], cwd=straight, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
     # Submit without waiting; a time limit of ≤ 10 min makes submitit treat the signal as a time-out.
-    out = subprocess.run([*base, "-m", "hydra/launcher=slurm", "hydra.launcher.wait=false", "cluster.timeout_min=5",
-                          f"paths.root={requeued}", *REQUEUE], cwd=requeued, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([*launch, "hydra.launcher.wait=false", f"paths.root={requeued}", *overrides],
+                         cwd=requeued, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    folder = run_dir(compose([f"paths.root={requeued}", *REQUEUE]))
+    folder = run_dir(compose([f"paths.root={requeued}", *overrides]))
     entry = latest_job(folder, "train")
     assert "--requeue" in Path(entry["stderr"]).parent.joinpath(f"{entry['job_id']}_submission.sh").read_text()
     job = submitit.SlurmJob(folder=Path(entry["stderr"]).parent, job_id=entry["job_id"])
@@ -143,9 +144,19 @@ def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_s
         time.sleep(0.1)
     job._interrupt(timeout=True)  # what SLURM's time-limit signal does
     started = time.time()
+    while read_attempts(folder)[0]["outcome"] != "preempted":
+        assert time.time() < started + 120, "no checkpoint after the signal"
+        time.sleep(0.05)
+    # One checkpoint set, written once for all ranks (rank 0 of the first node writes the weights).
+    saved = sorted(p.name for p in (folder / "checkpoints").glob("checkpoint-*"))
+    assert saved == [f"checkpoint-{read_attempts(folder)[0]['last_step']}"], saved
+    if shape:
+        shards = sorted(p.name for p in (folder / "checkpoints" / saved[0]).rglob("*optim_states.pt"))
+        assert len(shards) == 2 and "rank_0" in shards[0] and "rank_1" in shards[1], shards
     job.result()  # waits through the requeue; raises if the job failed
     record = read_record(folder)
-    finetune, expected = record["finetune"], read_record(run_dir(compose([f"paths.root={straight}", *REQUEUE])))["finetune"]
+    finetune = record["finetune"]
+    expected = read_record(run_dir(compose([f"paths.root={straight}", *overrides])))["finetune"]
     first, second = read_attempts(folder)
     assert first["outcome"] == "preempted" and second["outcome"] == "finished"
     # The checkpoint was written at the step the signal interrupted: the resumed attempt redid no step.
@@ -154,10 +165,11 @@ def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_s
     assert [e["step"] for e in finetune["losses"]] == [e["step"] for e in expected["losses"]]
     for a, b in zip(finetune["losses"], expected["losses"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-    # The record counts every attempt: wall time, GPU-hours and tokens.
+    # The record counts every attempt: wall time, GPU-hours and tokens; and the nodes it ran on.
     assert finetune["attempts"] == 2 and record["stages"]["finetune"]["attempts"] == 2
     assert finetune["wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=0.02)
     assert finetune["tokens"] == expected["tokens"]
+    assert record["resources"]["nodes"] == (2 if shape else 1) and finetune["world_size"] == (2 if shape else 1)
     print(f"requeue + resume took {time.time() - started:.1f} s; attempt 1 stopped at step {first['last_step']}")
 
 

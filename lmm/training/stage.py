@@ -20,6 +20,7 @@ from lmm.tracking import finish_tracking, start_tracking
 from lmm.training import preemption
 from lmm.training.arguments import training_arguments
 from lmm.training.attempts import AttemptLog
+from lmm.training.checkpoints import ManifestCallback, latest_checkpoint
 from lmm.training.data import build_training_data
 from lmm.training.trainer import LmmTrainer, peak_memory_gb
 
@@ -52,14 +53,6 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
         if cfg.tuning.merge_on_save and is_main_process():
             export_merged(cfg, out_dir)
     barrier()
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint that loads: complete, its files matching the manifest this run signed (written by
-    `lmm.training.checkpoints.ManifestCallback`); newer ones are skipped with a warning saying why."""
-    from lmm.training import checkpoints
-
-    return checkpoints.latest_checkpoint(ckpt_dir)
 
 
 def _loss_history(trainer: LmmTrainer) -> list[dict]:
@@ -97,6 +90,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         log.info("resuming %s from %s", stage, resume)
         trainer.restore_counters(resume)
     world = max(trainer.args.world_size, 1)
+    trainer.add_callback(ManifestCallback())  # signs each checkpoint: resume trusts only this run's
     attempts = AttemptLog(out_dir, stage, world, write=is_main_process(), started=started)
     trainer.add_callback(attempts)
     preempt = preemption.PreemptionCallback() if preemption.install() else None

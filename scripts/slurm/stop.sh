@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stop the single-node SLURM started by start.sh: slurmd, slurmctld, slurmdbd, MariaDB, munged,
-# each by the pid in its pid file (nothing is killed by name). Idempotent. The state folder
+# Stop the SLURM cluster started by start.sh: every node's slurmd, slurmctld, slurmdbd, MariaDB,
+# munged, each by the pid in its pid file (nothing is killed by name). Idempotent. The state folder
 # (job accounting, spool, logs) is kept: start.sh picks it up again. Remove the folder by hand
 # to reset (job ids then start again at 1).
 set -euo pipefail
@@ -42,7 +42,9 @@ stop() {
     rm -f "$pidfile"
 }
 
-stop slurmd "$STATE/run/slurmd.pid"
+for pidfile in "$STATE"/run/slurmd*.pid; do
+    [ -e "$pidfile" ] && stop slurmd "$pidfile"
+done
 stop slurmctld "$STATE/run/slurmctld.pid"
 stop slurmdbd "$STATE/run/slurmdbd.pid"
 stop mariadbd "$STATE/run/mariadb.pid" 60
