@@ -10,9 +10,24 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from lmm.validate import sweep_problems
+
 # `alpha: ${lmm.mul:${.rank},2}` keeps LoRA's alpha = 2 × rank when only the rank is swept.
 if not OmegaConf.has_resolver("lmm.mul"):
     OmegaConf.register_new_resolver("lmm.mul", lambda a, b: a * b)
+
+
+def _sweep_folder(name: str) -> str:
+    """The sweep as a folder name for Hydra's own log folders, refused before Hydra creates anything."""
+    found = sweep_problems(str(name))
+    if found:
+        raise ValueError(found[0])
+    return str(name)
+
+
+# train.yaml's hydra.run/sweep.dir: `sweep=../../escaped` must not create folders outside runs/.
+if not OmegaConf.has_resolver("lmm.sweep_folder"):
+    OmegaConf.register_new_resolver("lmm.sweep_folder", _sweep_folder)
 # The paper's DeepSpeed choice: ZeRO-3 everywhere except QLoRA, which needs ZeRO-2.
 if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
     OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: 2 if method == "qlora" else 3)
@@ -331,6 +346,8 @@ class RunConfig:
     eval: EvalConfig = MISSING
     paths: PathsConfig = MISSING
     plan: PlanConfig = field(default_factory=PlanConfig)
+    # cpu (train.yaml's defaults) or paper (brought by a paper-size model: conf/paper_setting.yaml).
+    setting: str = "cpu"
     sweep: str = "default"
     seed: int = 42
     dry_run: bool = False

@@ -53,6 +53,8 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
         f"run {run_id(cfg)}",
         f"  model {cfg.model.name} + vision {cfg.vision.name} ({cfg.vision.image_size}px) + projector "
         f"{cfg.projector.type}; seed {cfg.seed}; DeepSpeed {'ZeRO-' + str(zero) if zero else 'off'}",
+        f"  setting {cfg.setting}: cluster {cfg.cluster.name} ({cfg.cluster.gpus_per_node} × {cfg.cluster.gpu_type} "
+        f"per node), stage-1 data {cfg.pretrain_data.name}, stage-2 data {cfg.data.name}",
     ]
     for stage in stages_of(cfg):
         lines += _stage_lines(cfg, stage)

@@ -200,7 +200,11 @@ def _choice_problems(cfg: DictConfig) -> list[str]:
 
 
 def _sweep_problems(cfg: DictConfig) -> list[str]:
-    sweep = str(cfg.sweep)
+    return sweep_problems(str(cfg.sweep))
+
+
+def sweep_problems(sweep: str) -> list[str]:
+    """Why a sweep name cannot name a folder runs/<sweep>/ (empty when it can)."""
     if not SWEEP_NAME.fullmatch(sweep):
         return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
                 "or digit): it names the folder runs/<sweep>/."]

@@ -154,7 +154,7 @@ def test_unknown_group_option_fails_in_hydra():
 def test_run_id_is_deterministic_and_sensitive():
     a = run_id(compose(["model=33b", "tuning=lora"]))
     assert a == run_id(compose(["tuning=lora", "model=33b"]))
-    assert re.fullmatch(r"33b-tiny_32-linear-lora64-synthetic-[0-9a-f]{8}", a)
+    assert re.fullmatch(r"33b-clip_l14_336-linear-lora64-llava_80k-[0-9a-f]{8}", a)  # the paper setting
     assert a != run_id(compose(["model=33b", "tuning=lora", "tuning.rank=8"]))
     # Where data lives, how a run is logged or evaluated, and the dry-run flag do not change identity.
     assert a == run_id(compose(["model=33b", "tuning=lora", "paths.data_dir=/elsewhere", "logger=wandb",
@@ -338,3 +338,12 @@ def test_following_the_printed_stage1_command_ends_the_error(tmp_path):
     assert made.returncode == 0, made.stderr[-3000:]
     again = _train(*finetune, "dry_run=true", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+def test_an_escaping_sweep_name_creates_no_folder_anywhere(tmp_path):
+    """Hydra makes its log folder from the sweep name before the app runs: the name is refused there too."""
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    out = _train("sweep=../../escaped", f"paths.root={inner}", cwd=inner)
+    assert out.returncode != 0 and "sweep = '../../escaped' must be a plain name" in out.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]

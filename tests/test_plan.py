@@ -111,7 +111,7 @@ def test_check_fits_names_the_run_the_numbers_and_the_fixes():
         assert fix in text
     assert check_fits(compose([*LORA_65B_ZERO2, "stage=finetune", "plan.force=true"])).fits is False
     assert check_fits(compose([*QLORA_65B_ZERO2, "stage=finetune"])).fits is True
-    assert check_fits(compose([])).fits is None  # the local CPU cluster has no GPU memory to check
+    assert check_fits(compose([])).fits is True  # the local CPU cluster: checked against this machine's RAM
 
 
 # -- DeepSpeed's estimators -----------------------------------------------------------------------------------

@@ -174,26 +174,41 @@ def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_s
 
 
 def test_slurm_launcher_refuses_a_run_predicted_to_run_out_of_memory(tmp_path):
-    """65B LoRA under ZeRO-2 on one node does not fit (the paper); nothing is submitted."""
+    """65B LoRA under ZeRO-2 holds the bf16 LLM on every GPU and does not fit (the paper used ZeRO-3 on 2
+    nodes); nothing is submitted, not even the point that fits."""
     cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=slurm", f"paths.root={tmp_path}",
-           "experiment=table4/65b_lora64", "deepspeed=zero2", "tuning.nodes=1,2"]
+           "experiment=table4/65b_lora64", "deepspeed=zero2,zero3"]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     log = out.stdout + out.stderr
-    assert out.returncode != 0 and "Not submitting" in log and "plan.force" in log
-    assert "#0" in log and "#1" not in log.split("Not submitting")[1]  # only the 1-node point is refused
-    assert not list(tmp_path.rglob("lmm_jobs.jsonl"))
+    assert out.returncode == 2 and "Not submitting" in log and "plan.force" in log and "Traceback" not in log
+    zero2, zero3 = log.split("Not submitting")[1].split("\n#1 ")
+    assert "deepspeed=zero2" in zero2 and "predicted to run out of GPU memory" in zero2
+    assert "predicted to run out" not in zero3  # ZeRO-3 fits; it is refused only for its missing data
+    assert not list(tmp_path.rglob("jobs.jsonl"))
 
 
 @pytest.mark.slow
 def test_a_failed_run_is_reported_and_does_not_stop_the_others(tmp_path):
+    # The second point's LoRA targets match no module: PEFT raises when its stage 2 builds the model.
     cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit", f"paths.root={tmp_path}",
-           "debug=fast", "data=synthetic,llava_80k"]  # LLaVA-80K is not on this machine: that run fails
+           "debug=fast", "tuning=lora", "tuning.rank=8", "tuning.target_modules=.*q_proj,no_such_module"]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
     assert out.returncode != 0 and "1 job(s) failed" in log and "log: " in log
-    states = {s.run_id.split("-")[4]: s for s in run_states(tmp_path / "runs" / "default")}
-    assert states["synthetic"].state == "done"
-    assert states["llava_80k"].state == "failed" and "FileNotFoundError" in states["llava_80k"].detail
+    states = {s.state: s for s in run_states(tmp_path / "runs" / "default")}
+    assert set(states) == {"done", "failed"}
+    assert "no_such_module" in states["failed"].detail or "Target modules" in states["failed"].detail
     status = subprocess.run([sys.executable, "-m", "lmm.sweep", "status", str(tmp_path / "runs" / "default")],
                             capture_output=True, text=True, timeout=60)
     assert "failed" in status.stdout and "1 done" in status.stdout
+
+
+def test_a_submission_without_its_data_fails_before_any_job(tmp_path):
+    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit", f"paths.root={tmp_path}",
+           "debug=fast", "data=synthetic,llava_80k"]  # LLaVA-80K is not on this machine
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 2 and "Not submitting; invalid grid points" in log and " data=llava_80k:" in log
+    assert "Traceback" not in log
+    assert "llava_instruct_80k.json" in log and "#0" not in log.split("Not submitting")[1]
+    assert not list(tmp_path.rglob("jobs.jsonl"))  # nothing was submitted, not even the valid point

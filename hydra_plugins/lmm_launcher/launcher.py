@@ -21,6 +21,7 @@ grid point is predicted to run out of memory.
 # dataclasses cannot resolve string annotations.
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ class _LmmSubmititMixin:
     def _compose(self, overrides: Sequence[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def _points(self, job_overrides, initial_job_idx: int, check_memory: bool) -> list:
+    def _points(self, job_overrides, initial_job_idx: int, check_memory: bool, dry_run: bool) -> list:
         """Compose, validate and memory-check every grid point; raise listing every problem at once."""
         from lmm.launch.identity import run_dir, run_id, stage1_dir
         from lmm.plan import PredictedOOM, check_fits, preflight
@@ -131,14 +132,27 @@ class _LmmSubmititMixin:
             num, label = initial_job_idx + offset, " ".join(filter_overrides(overrides))
             try:
                 cfg = self._compose(overrides)
-                validate(cfg, stage1_exists=is_done(stage1_dir(cfg)) or None)
-                if check_memory:  # stage 1 runs as its own job: checked on its own config in _plan
-                    check_fits(cfg, preflight(cfg, stage1_present=True))
-            except (ConfigError, PredictedOOM, ValueError) as error:
+                present = is_done(stage1_dir(cfg)) or None
+                validate(cfg, stage1_exists=present)
+            except (ConfigError, ValueError) as error:
                 problems.append(f"#{num} {label}:\n{error}")
                 continue
+            found = []
+            if check_memory:  # stage 1 runs as its own job: checked on its own config in _plan
+                try:
+                    check_fits(cfg, preflight(cfg, stage1_present=True))
+                except PredictedOOM as error:
+                    found.append(str(error))
+            if not dry_run:  # a real submission needs the run's data and benchmark files: missing ones fail
+                try:        # here, in seconds, not after queueing and loading a model on many GPUs
+                    validate(cfg, stage1_exists=present, check_files=True)
+                except ConfigError as error:
+                    found.append(str(error))
+            if found:
+                problems.append(f"#{num} {label}:\n" + "\n".join(found))
+                continue
             points.append(GridPoint(num, list(overrides), cfg, run_id(cfg), run_dir(cfg)))
-        _refuse(problems)
+        _refuse(problems, dry_run)
         return points
 
     def _plan(self, points: list, check_memory: bool) -> tuple:
@@ -291,7 +305,7 @@ class _LmmSubmititMixin:
         dry_run = bool(self.config.get("dry_run"))
         # A dry run prints every job first and then fails on the ones predicted not to fit.
         check_memory = self._EXECUTOR == "slurm" and not dry_run
-        points = self._points(job_overrides, initial_job_idx, check_memory)
+        points = self._points(job_overrides, initial_job_idx, check_memory, dry_run)
         specs, notes = self._plan(points, check_memory)
         if dry_run:
             return self._dry_run(points, specs, notes)
@@ -345,8 +359,8 @@ class _LmmSubmititMixin:
             total = f"{sum(known):.1f}" if len(known) == len(hours) else f"≥ {sum(known):.1f} (some unknown)"
             print(f"{label} trainings: {len(hours)}, GPU-hours per node: {total}")
         if oom:
-            raise ValueError("Dry run: predicted out of memory (the real submit refuses these; plan.force=true "
-                             "overrides):\n" + "\n".join(f"  [{s.kind}] {s.run_id}" for s in oom))
+            _fail("Dry run: predicted out of memory (the real submit refuses these; plan.force=true overrides):\n"
+                  + "\n".join(f"  [{s.kind}] {s.run_id}" for s in oom))
         return [_result(p, "dry run") for p in points]
 
     def _collect(self, points: list, specs: list) -> list:
@@ -373,10 +387,17 @@ class _LmmSubmititMixin:
         return [results.get(p.num) or _result(p, "nothing to do") for p in points]
 
 
-def _refuse(problems: list) -> None:
+def _refuse(problems: list, dry_run: bool = False) -> None:
     """Nothing is submitted when any grid point (or its stage 1) is invalid or predicted not to fit."""
     if problems:
-        raise ValueError("Not submitting; invalid grid points:\n" + "\n".join(problems))
+        what = "Dry run: these grid points could not be submitted" if dry_run else "Not submitting"
+        _fail(f"{what}; invalid grid points:\n" + "\n".join(problems))
+
+
+def _fail(message: str) -> None:
+    """Stop the whole launch with the message alone (exit code 2): the problem is the input, not our code."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _missing_scores(cfg: DictConfig, folder: Path) -> bool:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from lmm.plan.ds_estimate import zero_model_states_bytes
+from lmm.plan.host import host_ram_gb
 from lmm.plan.params import ParamCounts, count_params, trainable_params
 from lmm.plan.workload import StageWorkload, workload
 
@@ -154,8 +155,18 @@ def estimate_memory(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> M
     return MemoryEstimate(
         weights=weights, gradients=gradients, optimizer=optimizer,
         activations=activation_bytes(cfg, counts, w), buffers=buffers,
-        gpu_mem=float(cfg.cluster.gpu_mem_gb or 0) * GIB, model_states_deepspeed=ds, zero3_gathered=gathered,
+        gpu_mem=memory_budget_gb(cfg) * GIB, model_states_deepspeed=ds, zero3_gathered=gathered,
     )
+
+
+def memory_budget_gb(cfg: DictConfig) -> float:
+    """Memory of one rank: `cluster.gpu_mem_gb`; on a CPU cluster without it, this machine's RAM shared by the
+    node's processes (the runs of `cluster=local` and the local SLURM cluster run here); 0 = unknown."""
+    if cfg.cluster.gpu_mem_gb:
+        return float(cfg.cluster.gpu_mem_gb)
+    if cfg.cluster.gpu_type == "cpu":
+        return host_ram_gb() / max(int(cfg.cluster.gpus_per_node), 1)
+    return 0.0
 
 
 def stage_zero(cfg: DictConfig, stage: str) -> int:

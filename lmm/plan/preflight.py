@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmm.launch.identity import run_id, stage1_dir, stage1_id, stage2_id
 from lmm.plan.cost import Throughput, gpu_hours_per_node, throughput, usd, wall_hours
 from lmm.plan.flops import SampleFlops, epoch_flops
-from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, stage_zero
+from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, memory_budget_gb, stage_zero
 from lmm.plan.params import ParamCounts, count_params, trainable_params
 from lmm.plan.workload import StageWorkload, stages_of, workload
 
@@ -134,7 +134,7 @@ def preflight(cfg: DictConfig, stage1_present: bool | None = None) -> PlanResult
         for s in stages_of(cfg)
     )
     return PlanResult(run_id=run_id(cfg), cfg_summary=_summary(cfg), params=counts, stages=stages,
-                      throughput=thr, gpu_mem_gb=float(cfg.cluster.gpu_mem_gb or 0),
+                      throughput=thr, gpu_mem_gb=round(memory_budget_gb(cfg), 1),
                       gpu_type=str(cfg.cluster.gpu_type))
 
 
@@ -193,7 +193,8 @@ def oom_message(cfg: DictConfig, result: PlanResult) -> str:
         zero = s.workload.zero_stage
         lines.append(
             f"run {s.run_id} [{s.stage}] is predicted to run out of GPU memory: {m.total / GIB:.1f} GB per GPU "
-            f"> {result.gpu_mem_gb:g} GB ({result.gpu_type}, cluster.gpu_mem_gb).")
+            f"> {result.gpu_mem_gb:g} GB ({result.gpu_type}, "
+            f"{'cluster.gpu_mem_gb' if cfg.cluster.gpu_mem_gb else 'this machine: RAM / processes per node'}).")
         lines.append(
             f"  per GPU: weights {m.gib('weights'):.1f}, gradients {m.gib('gradients'):.1f}, optimizer "
             f"{m.gib('optimizer'):.1f}, activations {m.gib('activations'):.1f}, buffers {m.gib('buffers'):.1f} GB "

@@ -69,8 +69,10 @@ def _configured_zero(cfg: DictConfig, stage: str) -> int:
 
 
 def precision_of(cfg: DictConfig) -> str:
-    """`auto` is bf16 on the GPUs the planner sizes for (fp32 only when asked for explicitly)."""
-    return "fp32" if cfg.trainer.precision == "fp32" else "bf16"
+    """`auto` is bf16 on the GPUs the planner sizes for, fp32 on a CPU cluster (as training does there)."""
+    if cfg.trainer.precision == "fp32" or (cfg.trainer.precision == "auto" and cfg.cluster.gpu_type == "cpu"):
+        return "fp32"
+    return "bf16"
 
 
 def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> StageWorkload:

@@ -49,6 +49,31 @@ def _hashes(folder: Path, names: list[str]) -> dict[str, str]:
         return dict(zip(names, pool.map(lambda n: _sha256(folder / n), names)))
 
 
+def _shared_hashes(folder: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of every file, the work split over the ranks (largest files dealt out first) and gathered.
+
+    A paper-scale ZeRO-3 checkpoint is ~1 TB (65B: bf16 weights and fp32 optimizer states): hashed on one
+    process it would stall every GPU for minutes at each save and resume; over 32 ranks it takes seconds.
+    Every rank must call it (a collective) when torch.distributed is initialised.
+    """
+    if not _distributed() or dist.get_world_size() == 1:
+        return _hashes(folder, names)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    by_size = sorted(names, key=lambda n: (-(folder / n).stat().st_size, n))
+    parts: list = [None] * world
+    dist.all_gather_object(parts, _hashes(folder, by_size[rank::world]))
+    return {name: digest for part in parts for name, digest in part.items()}
+
+
+def _from_rank0(value):
+    """Rank 0's value on every rank (the value itself outside torch.distributed)."""
+    if not _distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def run_key(ckpt_dir: Path, create: bool = False) -> bytes | None:
     """This run's signing key (created on first use when `create`)."""
     path = Path(ckpt_dir) / KEY_FILE
@@ -67,13 +92,18 @@ def _signature(key: bytes, body: dict) -> str:
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
-def write_manifest(folder: Path, key: bytes, step: int) -> dict:
-    """List every file of a finished checkpoint with its size and sha256, signed; written last, atomically."""
+def write_manifest(folder: Path, key: bytes | None, step: int) -> dict:
+    """List every file of a finished checkpoint with its size and sha256, signed; written last, atomically.
+
+    Every rank calls it (the hashing is shared); the main process (the one given the `key`) writes the file.
+    """
     folder = Path(folder)
-    names = _files(folder)
-    hashes = _hashes(folder, names)
+    names = _from_rank0(_files(folder))
+    hashes = _shared_hashes(folder, names)
     body = {"version": VERSION, "step": int(step),
             "files": {n: {"size": (folder / n).stat().st_size, "sha256": hashes[n]} for n in names}}
+    if key is None:
+        return body
     manifest = {**body, "hmac": _signature(key, body)}
     tmp = folder / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
@@ -90,12 +120,14 @@ class ManifestCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if _distributed():
-            dist.barrier()  # every rank's shards are written before the main process lists them
+            dist.barrier()  # every rank's shards are written before the files are listed
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if args.should_save and folder.is_dir():
+        if _from_rank0(folder.is_dir()):
             started = time.time()
-            write_manifest(folder, run_key(Path(args.output_dir), create=True), state.global_step)
-            log.info("checkpoint %s: manifest written (%.1f s)", folder.name, time.time() - started)
+            key = run_key(Path(args.output_dir), create=True) if args.should_save else None
+            write_manifest(folder, key, state.global_step)  # every rank hashes its share
+            if args.should_save:
+                log.info("checkpoint %s: manifest written (%.1f s)", folder.name, time.time() - started)
         return control
 
 
@@ -137,37 +169,50 @@ def _structure_problem(folder: Path) -> str | None:
     return None
 
 
-def checkpoint_problem(folder: Path, key: bytes | None) -> tuple[str | None, bool]:
-    """(why the checkpoint must not be loaded, or None; whether it is merely incomplete, i.e. a save that was
-    cut short, rather than damaged or not written by this run)."""
-    folder = Path(folder)
+def _listing_problem(folder: Path, key: bytes | None) -> tuple[str | None, bool, dict]:
+    """Everything but the hashes: (problem or None, merely incomplete, the manifest's file entries)."""
     problem = _structure_problem(folder)
     if problem:
-        return problem, problem.startswith("no trainer_state.json")
+        return problem, problem.startswith("no trainer_state.json"), {}
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
-        return f"no {MANIFEST} (the save did not finish, or the folder was not written by this run)", True
+        return f"no {MANIFEST} (the save did not finish, or the folder was not written by this run)", True, {}
     except (OSError, ValueError) as err:
-        return f"{MANIFEST} does not parse ({type(err).__name__})", False
+        return f"{MANIFEST} does not parse ({type(err).__name__})", False, {}
     body = {k: manifest.get(k) for k in ("version", "step", "files")}
     if key is None or not isinstance(manifest.get("hmac"), str) \
             or not hmac.compare_digest(manifest["hmac"], _signature(key, body)):
-        return f"{MANIFEST} is not signed by this run (a folder copied in or edited?)", False
+        return f"{MANIFEST} is not signed by this run (a folder copied in or edited?)", False, {}
     if body["step"] != int(folder.name.split("-")[-1]):
-        return f"{MANIFEST} is for step {body['step']}", False
+        return f"{MANIFEST} is for step {body['step']}", False, {}
     listed, present = body["files"], set(_files(folder))
     unlisted = sorted(present - set(listed))
     if unlisted:
-        return f"{unlisted[0]} is not in the manifest (added after the save)", False
+        return f"{unlisted[0]} is not in the manifest (added after the save)", False, {}
     for name, entry in sorted(listed.items()):
         path = folder / name
         if not path.is_file():
-            return f"{name} is missing", False
+            return f"{name} is missing", False, {}
         size = path.stat().st_size
         if size != entry["size"]:
-            return f"{name} has {size} bytes, the manifest {entry['size']} (truncated or replaced)", False
-    hashes = _hashes(folder, sorted(listed))
+            return f"{name} has {size} bytes, the manifest {entry['size']} (truncated or replaced)", False, {}
+    return None, False, listed
+
+
+def checkpoint_problem(folder: Path, key: bytes | None) -> tuple[str | None, bool]:
+    """(why the checkpoint must not be loaded, or None; whether it is merely incomplete, i.e. a save that was
+    cut short, rather than damaged or not written by this run).
+
+    Under torch.distributed every rank calls it: rank 0 reads the manifest and the cheap checks, the ranks
+    share the hashing, and all get the same answer.
+    """
+    folder = Path(folder)
+    rank0 = not _distributed() or dist.get_rank() == 0
+    problem, incomplete, listed = _from_rank0(_listing_problem(folder, key) if rank0 else None)
+    if problem:
+        return problem, incomplete
+    hashes = _shared_hashes(folder, sorted(listed))
     for name, entry in sorted(listed.items()):
         if hashes[name] != entry["sha256"]:
             return f"{name} does not match its sha256 in the manifest (changed after the save)", False
@@ -185,16 +230,22 @@ def _set_aside(ckpt_dir: Path, folder: Path, incomplete: bool) -> None:
 
 
 def _choose(ckpt_dir: Path) -> Path | None:
-    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    key = run_key(ckpt_dir)
+    """Every rank walks the same candidates (rank 0's listing) in lockstep; rank 0 sets the bad ones aside."""
+    rank0 = not _distributed() or dist.get_rank() == 0
+    found = _from_rank0(sorted(
+        (p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]), reverse=True) if rank0 and ckpt_dir.is_dir() else [])
+    key = run_key(ckpt_dir) if rank0 else None
     for candidate in found:
         problem, incomplete = checkpoint_problem(candidate, key)
         if problem is None:
             return candidate
-        log.warning("not resuming from %s: %s; %s", candidate, problem,
-                    "removing it" if incomplete else f"moving it to {REJECTED}/")
-        _set_aside(ckpt_dir, candidate, incomplete)
+        if rank0:
+            log.warning("not resuming from %s: %s; %s", candidate, problem,
+                        "removing it" if incomplete else f"moving it to {REJECTED}/")
+            _set_aside(ckpt_dir, candidate, incomplete)
+        if _distributed():
+            dist.barrier()
     return None
 
 
@@ -203,15 +254,7 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
     Newer ones that fail are skipped with a warning naming them and why: a save cut short is removed (its
     step is saved again), a damaged or foreign one is moved to `.rejected/` (DeepSpeed and the Trainer
-    unpickle checkpoint files, so a folder this run did not sign is never loaded). The main process decides;
-    every rank gets its answer.
+    unpickle checkpoint files, so a folder this run did not sign is never loaded). Every rank calls it and gets
+    the same answer; the ranks share the hashing.
     """
-    ckpt_dir = Path(ckpt_dir)
-    chosen = None
-    if not _distributed() or dist.get_rank() == 0:
-        chosen = _choose(ckpt_dir) if ckpt_dir.is_dir() else None
-    if _distributed():
-        box = [str(chosen) if chosen else None]
-        dist.broadcast_object_list(box, src=0)
-        chosen = Path(box[0]) if box[0] else None
-    return chosen
+    return _choose(Path(ckpt_dir))
