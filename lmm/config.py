@@ -33,6 +33,17 @@ if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
     OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: 2 if method == "qlora" else 3)
 
 
+def _checkpointing(*, _root_: DictConfig) -> bool:
+    from lmm.plan.checkpointing import checkpointing_needed  # the planner imports this module
+
+    return checkpointing_needed(_root_)
+
+
+# `trainer.gradient_checkpointing`'s default: on only when the planner predicts stage 2 would not fit without it.
+if not OmegaConf.has_resolver("lmm.checkpointing"):
+    OmegaConf.register_new_resolver("lmm.checkpointing", _checkpointing)
+
+
 @dataclass
 class StageRecipe:
     """Optimisation settings the paper used for one stage and method at one model size."""
@@ -194,10 +205,31 @@ class TrainerConfig:
     # Separate learning rate for the projector in stage 2; null = the stage's lr.
     projector_lr: Optional[float] = None
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-    gradient_checkpointing: bool = True
+    # true | false; the default resolves to true only when the planner predicts stage 2 would not fit in
+    # cluster.gpu_mem_gb without it (or the memory is unknown): recomputation costs ~1/3 more compute.
+    gradient_checkpointing: bool = II("lmm.checkpointing:")
     save_steps: int = 500
     save_total_limit: Optional[int] = 2  # checkpoints kept; 0 or null = all
     logging_steps: int = 10
+
+
+@dataclass
+class SpeedConfig:
+    """How fast a run goes on GPUs, never what it computes: none of it is part of the run's identity."""
+
+    # Attention kernel: auto (flash_attention_2 when the flash-attn package is installed and the run is bf16
+    # on CUDA, else sdpa) | sdpa (PyTorch's fused kernels, transformers' default) | flash_attention_2 | eager.
+    attn_implementation: str = "auto"
+    # TF32 tensor cores for fp32 matmuls on Ampere and newer (bf16 runs only touch the few fp32 ones).
+    tf32: bool = True
+    # One fused CUDA kernel for AdamW's update of all parameters (optim="adamw_torch_fused"); CPU: plain AdamW.
+    fused_adamw: bool = True
+    # torch.compile the model (Trainer's torch_compile): a minute or more of compilation per process before
+    # the first step; measured by `python -m bench.throughput --gpu` before turning it on for a sweep.
+    torch_compile: bool = False
+    # Page-locked host memory for batches, so host-to-GPU copies are asynchronous (data.num_workers sets
+    # the loader's worker processes).
+    pin_memory: bool = True
 
 
 @dataclass
@@ -299,7 +331,13 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=list)
     num_beams: int = 1
     max_new_tokens: int = 1024
-    batch_size: int = 8
+    batch_size: int = 8  # prompts per generate() call, left-padded (answers do not depend on it)
+    # Where the evaluated model goes on GPUs: auto = accelerate's device_map="auto", its layers spread over
+    # every visible GPU within max_memory_per_gpu_gb (a 65B model in bf16 needs two 80 GB GPUs); none = whole
+    # on GPU 0. A machine without GPUs loads it whole on the CPU either way.
+    device_map: str = "auto"
+    # GiB of each GPU the weights may take; the rest holds activations and the beams' KV cache. null = 85 %.
+    max_memory_per_gpu_gb: Optional[float] = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     paths: BenchmarkPaths = field(default_factory=BenchmarkPaths)
 
@@ -340,6 +378,7 @@ class RunConfig:
     stage: StageConfig = MISSING
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     deepspeed: DeepSpeedConfig = MISSING
     cluster: ClusterConfig = MISSING
     logger: LoggerConfig = MISSING

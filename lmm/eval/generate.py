@@ -39,18 +39,27 @@ def _image(question: Question, blank: bool, size: int) -> Image.Image | None:
     return question.image if isinstance(question.image, Image.Image) else load_image(question.image)
 
 
+def input_device(model) -> torch.device:
+    """Where prompts go: the device of the input embeddings (a sharded model's first layers). Embeddings
+    offloaded by accelerate (on "meta" until their hook loads them) take CPU inputs: the hooks move them."""
+    device = model.get_input_embeddings().weight.device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 @torch.inference_mode()
 def generate_answers(model, tokenizer, processor, template: str, questions: Sequence[Question], *,
                      num_image_tokens: int, image_aspect: str = "pad", num_beams: int = 1,
                      max_new_tokens: int = 64, batch_size: int = 8, blank_image: bool = False) -> list[str]:
     """Answers in order; deterministic (greedy or beam search, no sampling).
 
+    Prompts go `batch_size` at a time, left-padded so that every prompt ends where generation starts; the
+    model may be whole on one device or sharded by accelerate (`device_map`) over GPUs, CPU and disk.
     `blank_image` swaps every image for a black one: the control that shows answers depend on the image.
     """
     model.eval()
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     size = processor.crop_size["height"] if getattr(processor, "crop_size", None) else 336
-    device = next(model.parameters()).device
+    device = input_device(model)
     answers: list[str] = []
     for start in range(0, len(questions), batch_size):
         batch = questions[start:start + batch_size]

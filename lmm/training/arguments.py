@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 from lmm.models.build import compute_dtype
 from lmm.plan.memory import stage_zero
 from lmm.training.deepspeed_config import deepspeed_config
+from lmm.training.speed import training_speed_arguments
 from lmm.validate import accumulation_steps, world_size
 
 
@@ -51,4 +52,5 @@ def training_arguments(cfg: DictConfig, stage: str, output_dir: Path, run_name: 
         disable_tqdm=True,
         # Text-only (mixed-in) batches leave the projector unused in that step.
         ddp_find_unused_parameters=bool(data.sharegpt_ratio > 0),
+        **training_speed_arguments(cfg),  # fused AdamW, TF32, torch.compile, pinned memory (`speed`)
     )

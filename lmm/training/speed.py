@@ -1,0 +1,50 @@
+"""The run's GPU speed settings (`speed`) as from_pretrained and TrainingArguments keyword arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from omegaconf import DictConfig
+
+from lmm.models.build import compute_dtype
+
+ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
+
+
+def attn_implementation(cfg: DictConfig) -> str:
+    """`speed.attn_implementation`, with auto = flash_attention_2 where it can run (flash-attn installed, bf16
+    on CUDA), else sdpa (PyTorch's fused kernels; the same math as eager, without the s × s matrix)."""
+    choice = str(cfg.speed.attn_implementation)
+    if choice not in ATTENTION:
+        raise ValueError(f"speed.attn_implementation={choice!r}: choose one of {', '.join(ATTENTION)}")
+    if choice != "auto":
+        return choice
+    if (torch.cuda.is_available() and compute_dtype(cfg) == torch.bfloat16
+            and importlib.util.find_spec("flash_attn") is not None):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def model_load_kwargs(cfg: DictConfig) -> dict:
+    """Keyword arguments of `from_pretrained` that choose the attention kernel."""
+    return {"attn_implementation": attn_implementation(cfg)}
+
+
+def _tf32_capable() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8  # Ampere and newer
+
+
+def training_speed_arguments(cfg: DictConfig) -> dict:
+    """`TrainingArguments` keywords: fused AdamW, TF32, torch.compile, pinned batches.
+
+    TF32 stays unset (None: PyTorch's own default) where the GPU has none or there is no GPU, since
+    TrainingArguments refuses tf32=True there.
+    """
+    s = cfg.speed
+    return {
+        "optim": "adamw_torch_fused" if s.fused_adamw else "adamw_torch",
+        "tf32": bool(s.tf32) if _tf32_capable() else None,
+        "torch_compile": bool(s.torch_compile),
+        "dataloader_pin_memory": bool(s.pin_memory),
+    }
