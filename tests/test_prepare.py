@@ -385,6 +385,7 @@ def run_cli(*args, env: dict, check: bool = True) -> subprocess.CompletedProcess
     return result
 
 
+@pytest.mark.slow
 def test_the_command_line_end_to_end(model_files, world, standin, tmp_path):
     """The real catalogue entry and presets, HF_ENDPOINT / HF_HOME / HF_TOKEN from the environment as on a login
     node; then a compute node's offline load (HF_HUB_OFFLINE=1) of what was fetched."""
@@ -395,6 +396,9 @@ def test_the_command_line_end_to_end(model_files, world, standin, tmp_path):
                HF_HUB_DISABLE_PROGRESS_BARS="1", LMM_DATA_DIR=str(tmp_path / "data"))
     overrides = prepare_world.model_overrides(model_files["vocab_size"])
 
+    plan = run_cli("data", "sharegpt", "--dry-run", env=env)
+    assert "ShareGPT_V3_unfiltered_cleaned_split.json" in plan.stdout and "to fetch" in plan.stdout
+    assert standin.downloads() == []
     first = run_cli("data", "sharegpt", "--no-progress", env=env)
     assert "sharegpt: prepared" in first.stdout
     assert (tmp_path / "data/ShareGPT/sharegpt_clean.json").is_file()

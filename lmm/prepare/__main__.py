@@ -29,19 +29,18 @@ def _split(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _print_plan(entry, steps) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     from lmm.prepare.space import human
 
-    table = Table(title=f"{entry.name}: {entry.title}", title_justify="left")
-    for column in ("file", "from", "size", "to", "status"):
-        table.add_column(column)
+    print(f"{entry.name}: {entry.title} (dry run: nothing is fetched)")
     for s in steps:
-        how = "unpack into" if s.dest.kind == "unpack" else ""
-        table.add_row(s.name, s.source.label, human(s.size), f"{how} {s.target}".strip(),
-                      "present" if s.present else "to fetch")
-    Console().print(table)
+        how = "unpack into" if s.dest.kind == "unpack" else "->"
+        print(f"  {s.name}  {human(s.size)}  {s.source.label}\n      {how} {s.target}  "
+              f"[{'present' if s.present else 'to fetch'}]")
+    for source in entry.sources:
+        if hasattr(source, "listing_file"):
+            print(f"  + one file per `{source.field}` of {source.listing_file}: {source.label}")
+    todo = sum(s.size or 0 for s in steps if not s.present)
+    print(f"  to fetch: {human(todo)}" + ("" if all(s.size for s in steps) else " (some sizes unknown)"))
 
 
 def cmd_data(args) -> int:

@@ -103,16 +103,18 @@ def _decode(cfg: DictConfig, folder: Path, paths: list[Path]) -> list[tuple[Path
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
-def run_check(cfg: DictConfig, entry: Entry, check: Records, decode: bool = True) -> tuple[list[Row], list[str]]:
+def run_check(cfg: DictConfig, entry: Entry, check: Records, decode: bool = True,
+              overrides: Sequence[str] = ()) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     problems: list[str] = []
-    fix = f"python -m lmm.prepare data {entry.name} --force"
+    command = " ".join(["python -m lmm.prepare data", entry.name, *overrides])
+    fix = f"{command} --force"
     path = _check_file(cfg, check)
     files = sorted(Path(p) for p in glob.glob(str(path))) if glob.has_magic(check.file) else [path]
     label = f"{check.what} ({path.name if not glob.has_magic(check.file) else check.file})"
     if not files or not all(f.is_file() for f in files):
         rows.append(Row(label, "missing", "present", False))
-        return rows, [f"{entry.name}: {path} is missing (fetch: python -m lmm.prepare data {entry.name})"]
+        return rows, [f"{entry.name}: {path} is missing (fetch: {command})"]
     if check.expected_files is not None:
         ok = len(files) == check.expected_files
         rows.append(Row(f"files {check.file}", str(len(files)), str(check.expected_files), ok))
@@ -170,10 +172,10 @@ def verify_entry(entry: Entry, overrides: Sequence[str] = (), decode: bool = Tru
     problems: list[str] = []
     if marker.was_started(state, entry.name):
         rows.append(Row("prepare", "started, not finished", "finished", False))
-        problems.append(f"{entry.name}: an earlier `python -m lmm.prepare data {entry.name}` did not finish; run it "
-                        "again")
+        command = " ".join(["python -m lmm.prepare data", entry.name, *overrides])
+        problems.append(f"{entry.name}: an earlier `{command}` did not finish; run it again")
     for check in entry.checks:
-        more_rows, more = run_check(cfg, entry, check, decode)
+        more_rows, more = run_check(cfg, entry, check, decode, overrides)
         rows += more_rows
         problems += more
     return rows, problems
