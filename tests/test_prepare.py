@@ -450,3 +450,31 @@ def test_the_catalogue_states_the_published_facts():
         cfg = compose_for(entry)
         for key in entry.dest_keys():
             assert config_path(cfg, key).is_absolute()
+
+
+def test_an_interrupted_unpack_never_counts_and_resumes_without_downloading_again(catalog, standin, online, tmp_path,
+                                                                                 monkeypatch):
+    from lmm.config import compose
+    from lmm.prepare import archive, data, missing_files
+
+    real_unpack = archive.unpack
+
+    def killed(path, dest, *args, **kwargs):
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "000000000001.png").write_bytes(b"half")  # what a killed unpack may leave
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "unpack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(catalog, ["llava_80k"], tmp_path)
+    cfg = compose(["data=llava_80k", "stage=finetune", "stage.projector_path=/x", *data_dir(tmp_path)])
+    messages = [m for m in missing_files(cfg) if m.startswith("data.")]
+    assert messages and all("did not finish: run it again" in m for m in messages)
+    assert any("not finished" in r.found for r in verify_entry(catalog["llava_80k"], data_dir(tmp_path))[0])
+
+    monkeypatch.setattr(data, "unpack", real_unpack)
+    standin.log.clear()
+    prepare(catalog, ["llava_80k"], tmp_path)
+    assert not [p for _, p, _ in standin.downloads() if p.endswith("train2017.zip")]  # the archive was kept
+    assert verify_entry(catalog["llava_80k"], data_dir(tmp_path))[1] == []
+    assert not [m for m in missing_files(cfg) if m.startswith("data.")]
