@@ -48,6 +48,10 @@ def cmd_data(args) -> int:
     from lmm.prepare.layout import resolve_names
 
     names, overrides = _split(args.items)
+    if args.no_progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     if not names:
         raise PrepareError("name at least one data set (or `paper` for all); `python -m lmm.prepare list` shows them")
     failed = []
