@@ -58,7 +58,8 @@ def online(standin, tmp_path, monkeypatch):
 
 
 def data_dir(tmp_path: Path) -> list[str]:
-    return [f"paths.data_dir={tmp_path / 'data'}"]
+    """Data and caches (verify's image-check cache) in the test's folder."""
+    return [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}"]
 
 
 def prepare(catalog, names, tmp_path, **kwargs):
@@ -393,7 +394,8 @@ def test_the_command_line_end_to_end(model_files, world, standin, tmp_path):
     home = tmp_path / "hf-home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
     env.update(HF_ENDPOINT=standin.base, HF_HOME=str(home), HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1,localhost",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", LMM_DATA_DIR=str(tmp_path / "data"))
+               HF_HUB_DISABLE_PROGRESS_BARS="1", LMM_DATA_DIR=str(tmp_path / "data"),
+               LMM_CACHE_DIR=str(tmp_path / "cache"))
     overrides = prepare_world.model_overrides(model_files["vocab_size"])
 
     plan = run_cli("data", "sharegpt", "--dry-run", env=env)
