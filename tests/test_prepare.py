@@ -280,6 +280,9 @@ def test_missing_files_names_the_command_for_each_missing_file(catalog, standin,
     later = missing_files(compose(["experiment=table3/33b_336_mix", "task=train", *data_dir(tmp_path)]),
                           stage1_exists=True)
     assert not any(m.startswith(("pretrain_data.", "eval.")) for m in later)
+    # Evaluating a trained run reads only the benchmarks.
+    evaluation = missing_files(compose(["experiment=table3/33b_336_mix", "task=eval", *data_dir(tmp_path)]))
+    assert evaluation and all(m.startswith("eval.paths.") for m in evaluation)
 
     prepare(catalog, ["laion_cc_sbu_558k", "llava_80k", "sharegpt", "llava_bench", "mmbench"], tmp_path)
     assert [m.split(" ")[0] for m in missing_files(cfg)] == ["model.path", "vision.path"]

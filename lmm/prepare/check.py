@@ -152,15 +152,20 @@ def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None) -> list
 
     Covers the data of the stages the run executes (stage 1's unless `stage1_exists` is True), the benchmarks of
     `eval.benchmarks` (unless `task` is `train`), and the LLM, its tokenizer and the vision tower in the Hugging Face
-    cache (or their local folders). A file left by an interrupted prepare (`.part`, an unfinished unpack) is
+    cache (or their local folders). With `task=eval` (a trained run evaluated from its own folder) only the
+    benchmarks are checked. A file left by an interrupted prepare (`.part`, an unfinished unpack) is
     reported as missing. Random-init and synthetic presets need no files.
     """
     root = _abs(cfg.paths.data_dir)
+    task = cfg.get("task", "all")
     out: list[str] = []
-    for section in _stage_sections(cfg, stage1_exists):
-        out += _data_messages(cfg, section, root)
-    if cfg.get("task", "all") != "train":
+    if task != "eval":
+        for section in _stage_sections(cfg, stage1_exists):
+            out += _data_messages(cfg, section, root)
+    if task != "train":
         out += _eval_messages(cfg, root)
+    if task == "eval":  # a trained run is evaluated from its own folders (model/ or its assembled base + adapter)
+        return out
     for kind, key, group in (("llm", "model.path", "model"), ("vision", "vision.path", "vision")):
         message = _model_message(model_of(cfg, kind), key, group)
         if message:
