@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from lmm.plan.flops import SampleFlops, sample_flops
 from lmm.plan.params import ParamCounts, count_params
@@ -89,8 +89,3 @@ def model_flops(f: SampleFlops) -> float:
     """What MFU counts: the model's forward and backward and the tower's forward, not recomputation."""
     return f.forward + f.backward + f.vision
 
-
-def describe(cfg: DictConfig) -> dict:
-    """The plain values of the config that a benchmark row should show."""
-    return {k: OmegaConf.select(cfg, k) for k in ("model.name", "vision.name", "tuning.method",
-                                                 "trainer.gradient_checkpointing", "speed.torch_compile")}

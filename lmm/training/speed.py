@@ -7,8 +7,6 @@ import importlib.util
 import torch
 from omegaconf import DictConfig
 
-from lmm.models.build import compute_dtype
-
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 
 
@@ -20,6 +18,8 @@ def attn_implementation(cfg: DictConfig) -> str:
         raise ValueError(f"speed.attn_implementation={choice!r}: choose one of {', '.join(ATTENTION)}")
     if choice != "auto":
         return choice
+    from lmm.models.build import compute_dtype  # here: build_model may import this module
+
     if (torch.cuda.is_available() and compute_dtype(cfg) == torch.bfloat16
             and importlib.util.find_spec("flash_attn") is not None):
         return "flash_attention_2"
