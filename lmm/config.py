@@ -160,6 +160,8 @@ class DataConfig:
     image_size: int = II("vision.image_size")  # what preprocessing produces; must equal the tower's
     max_bad_fraction: float = 0.01
     group_by_length: bool = True
+    # DataLoader worker processes per rank: images are decoded and preprocessed while the GPU computes (0 = in
+    # the training process; synthetic data uses 0). Not part of the run's identity.
     num_workers: int = 4
     # For the pre-flight planner (no data is read): dataset size and mean text tokens per sample.
     num_samples: Optional[int] = None
