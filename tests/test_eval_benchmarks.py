@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from test_eval_judge_fake import FIXTURES, FakeJudge, copy_fixture, judge_overrides
 
@@ -313,76 +312,14 @@ def test_mmbench_single_pass_files_get_rotated_passes(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_mmlu_reads_the_standard_layout_and_builds_five_shot_prompts():
+def test_mmlu_reads_the_standard_layout():
     subjects = mmlu.load_subjects(FIXTURES / "mmlu")
     assert list(subjects) == ["astronomy", "virology"]
     dev, test = subjects["astronomy"]
     assert len(dev) == 2 and len(test) == 2 and test[1].question.endswith('"our" star?')
-    prompt = mmlu.build_prompt(test[0], dev)
-    assert prompt == (
-        "The following are multiple choice questions (with answers) about astronomy.\n\n"
-        "Which planet is closest to the Sun?\nA. Venus\nB. Mercury\nC. Earth\nD. Mars\nAnswer: B\n\n"
-        "What is a light-year a unit of?\nA. Time\nB. Mass\nC. Distance\nD. Speed\nAnswer: C\n\n"
-        "What is the largest planet in the Solar System?\nA. Saturn\nB. Jupiter\nC. Neptune\nD. Earth\nAnswer:"
-    )
-
-
-class FavouriteTokenLM(torch.nn.Module):
-    """A toy LM whose next-token distribution always prefers one token id (and is flat otherwise)."""
-
-    def __init__(self, vocab: int, favourite: int):
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.zeros(vocab), requires_grad=False)
-        self.bias.data[favourite] = 5.0
-        self.calls = 0
-
-    def forward(self, input_ids, attention_mask=None):
-        self.calls += 1
-        logits = self.bias.expand(*input_ids.shape, -1).clone()
-        return type("Out", (), {"logits": logits})()
-
-
-class CharTokenizer:
-    """One token per character (so " A" is two tokens): exercises the multi-token scoring path."""
-
-    pad_token_id = 0
-
-    def __call__(self, text):
-        return {"input_ids": [1] + [ord(c) for c in text]}
-
-
-@pytest.mark.parametrize("favourite,accuracy", [("B", 25.0), ("C", 25.0), ("A", 50.0)])
-def test_mmlu_picks_the_most_likely_option(tmp_path, tiny_tokenizer, favourite, accuracy):
-    token = tiny_tokenizer(f" {favourite}", add_special_tokens=False)["input_ids"]
-    assert len(token) == 1
-    model = FavouriteTokenLM(len(tiny_tokenizer), token[0])
-    ctx = context(tmp_path, f"eval.paths.mmlu={FIXTURES / 'mmlu'}", "eval.batch_size=3")
-    loaded = type("Loaded", (), {"model": model, "tokenizer": tiny_tokenizer})()
-    scores = get_benchmark("mmlu").evaluate(ctx, lambda: loaded, tmp_path / "out")
-    # Answers: astronomy B, A; virology A, C.
-    assert scores["overall"] == accuracy and scores["count"] == 4
-    rows = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
-    assert {r["prediction"] for r in rows} == {favourite} and all(r["shots"] == 2 for r in rows)
-    assert model.calls == 2  # one pass per prompt (single-token options), batches of 3
-    assert max(rows[0]["logprobs"], key=rows[0]["logprobs"].get) == favourite
-
-
-def test_mmlu_multi_token_options_sum_their_log_probs():
-    model = FavouriteTokenLM(256, ord("C"))
-    prompts = ["Q1\nAnswer:", "Q2 longer\nAnswer:"]
-    scores = mmlu.option_logprobs(model, CharTokenizer(), prompts, batch_size=3)
-    assert model.calls == 3  # 8 sequences (4 options x 2 prompts) in batches of 3
-    for per_option in scores:
-        assert max(range(4), key=lambda i: per_option[i]) == 2
-        # " X" = log P(" ") + log P("X"): the space costs the same for all options.
-        assert per_option[0] == pytest.approx(per_option[1]) and per_option[2] > per_option[0]
-
-
-def test_mmlu_drops_shots_that_do_not_fit(tiny_tokenizer):
-    dev, test = mmlu.load_subjects(FIXTURES / "mmlu")["virology"]
-    full = len(tiny_tokenizer(mmlu.build_prompt(test[0], dev))["input_ids"])
-    prompt, k = mmlu.fit_prompt(test[0], dev, tiny_tokenizer, max_tokens=full)
-    assert k == 1 and prompt == mmlu.build_prompt(test[0], dev[:1])
+    assert test[0].as_doc() == {"question": "What is the largest planet in the Solar System?", "subject": "astronomy",
+                                "choices": ["Saturn", "Jupiter", "Neptune", "Earth"], "answer": 1}
+    # Scoring runs through lm-evaluation-harness: tests/test_eval_mmlu.py.
 
 
 # ---------------------------------------------------------------------------------------------------------
