@@ -278,32 +278,17 @@ def _stages_reading(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
 
 
 def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
-    """Files a real run reads that are not there (generated synthetic data is made on first use)."""
-    out = []
-    for key in _stages_reading(cfg, stage1_exists):
-        d = cfg[key]
-        if d.kind != "llava":
-            continue
-        if not d.path or not Path(d.path).is_file():
-            out.append(f"{key}.path = {d.path} is not a file (the {d.name} LLaVA-format JSON): download it there "
-                       f"or set {key}.path / paths.data_dir.")
-        if d.image_folder and not Path(d.image_folder).is_dir():
-            out.append(f"{key}.image_folder = {d.image_folder} is not a folder: set {key}.image_folder / "
-                       "paths.data_dir.")
-        if d.sharegpt_ratio > 0 and d.sharegpt_path and not Path(d.sharegpt_path).is_file():
-            out.append(f"{key}.sharegpt_path = {d.sharegpt_path} is not a file (ShareGPT conversations for "
-                       f"sharegpt_ratio = {d.sharegpt_ratio}).")
+    """Files a real run reads that are not there, each data set and benchmark file with the `python -m
+    lmm.prepare ...` command that fetches it (generated synthetic data is made on first use; pretrained
+    weights are checked, and fetched when reachable, by lmm.models.weights)."""
+    # Imported here: lmm.prepare reads lmm.config, which imports this module for its sweep-name check.
+    from lmm.prepare import missing_files
+
+    out = missing_files(cfg, stage1_exists, models=False)
     projector = cfg.stage.projector_path
     if projector and cfg.stage.name != "pretrain" and not Path(projector).exists():
         out.append(f"stage.projector_path = {projector} does not exist (a projector.safetensors or a stage-1 run "
                    "folder).")
-    if cfg.get("task", "all") != "train":  # a train-only job never reads the benchmarks
-        for bench in cfg.eval.benchmarks:
-            for field in BENCHMARK_FILES.get(bench, ()):
-                path = cfg.eval.paths[field]
-                if path is not None and not Path(path).exists():
-                    out.append(f"eval.paths.{field} = {path} does not exist ({bench} is in eval.benchmarks): "
-                               f"set eval.paths.{field} or eval.paths.root, or drop {bench}.")
     return out
 
 

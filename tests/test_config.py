@@ -214,7 +214,7 @@ NEWLY_REJECTED = [
     (["data.max_bad_fraction=-1"], "data.max_bad_fraction = -1.0 must be in [0, 1]"),
     (["trainer.save_total_limit=-3"], "trainer.save_total_limit = -3 must be >= 0, or null"),
     (["data=llava_80k", "data.path=/nonexistent/llava.json", "data.image_folder=/"],
-     "data.path = /nonexistent/llava.json is not a file"),
+     "data.path = /nonexistent/llava.json: missing"),
     (["trainer.lr_scheduler=bogus"], "trainer.lr_scheduler = 'bogus' must be one of linear, cosine"),
     (["data.max_length=0"], "data.max_length = 0 must be >= 1"),
     (["cluster.gpus_per_node=-1"], "cluster.gpus_per_node = -1 must be >= 1"),

@@ -9,9 +9,9 @@ from lmm.prepare.errors import PrepareError
 __all__ = ["PrepareError", "missing_files"]
 
 
-def missing_files(cfg, stage1_exists: Optional[bool] = None) -> list[str]:
+def missing_files(cfg, stage1_exists: Optional[bool] = None, models: bool = True) -> list[str]:
     """One message per file the run of `cfg` reads that is not there, each naming the command that fetches it
     (see `lmm.prepare.check.missing_files`)."""
     from lmm.prepare.check import missing_files as _missing_files
 
-    return _missing_files(cfg, stage1_exists)
+    return _missing_files(cfg, stage1_exists, models)

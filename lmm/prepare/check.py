@@ -146,13 +146,13 @@ def _model_message(model: Model, key: str, group: str) -> Optional[str]:
             "(on a machine with internet, with the same HF_HOME / HF_HUB_CACHE)")
 
 
-def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None) -> list[str]:
+def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None, models: bool = True) -> list[str]:
     """One message per file the run of `cfg` reads that is not there, each naming the `python -m lmm.prepare ...`
     command that fetches it; empty when everything is in place.
 
     Covers the data of the stages the run executes (stage 1's unless `stage1_exists` is True), the benchmarks of
     `eval.benchmarks` (unless `task` is `train`), and the LLM, its tokenizer and the vision tower in the Hugging Face
-    cache (or their local folders). With `task=eval` (a trained run evaluated from its own folder) only the
+    cache (or their local folders; not with `models=False`). With `task=eval` (a trained run evaluated from its own folder) only the
     benchmarks are checked. A file left by an interrupted prepare (`.part`, an unfinished unpack) is
     reported as missing. Random-init and synthetic presets need no files.
     """
@@ -164,7 +164,7 @@ def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None) -> list
             out += _data_messages(cfg, section, root)
     if task != "train":
         out += _eval_messages(cfg, root)
-    if task == "eval":  # a trained run is evaluated from its own folders (model/ or its assembled base + adapter)
+    if task == "eval" or not models:  # a trained run is evaluated from its own folders (model/ or base + adapter)
         return out
     for kind, key, group in (("llm", "model.path", "model"), ("vision", "vision.path", "vision")):
         message = _model_message(model_of(cfg, kind), key, group)
