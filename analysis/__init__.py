@@ -6,5 +6,8 @@
   LaTeX or HTML; `python -m analysis.tables --runs RUNS --table 4 --format md [--reference]`.
 - `analysis.plots`: score vs model size, score vs cost (Pareto front), loss curves;
   `python -m analysis.plots --runs RUNS --out DIR`.
+- `analysis.publish`: a sweep's tables and plots into one W&B run of job type `analysis`;
+  `python -m analysis.publish --runs RUNS --sweep NAME`.
+- `analysis.dashboard`: the sweep's W&B workspace as code (wandb-workspaces), saved or written as a spec.
 - `analysis/notebooks/`: notebooks that regenerate the tables and plots from `LMM_RUNS`.
 """
