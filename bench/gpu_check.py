@@ -178,7 +178,9 @@ def summary(status_file: str, out: str | None) -> int:
                 detail = {}
         key = detail.get("key", "")
         ok = code == "0" and detail.get("ok", True) is not False and (bool(detail) or not path)
-        if code == "124":
+        if code == "125":
+            key = "skipped: the script's time budget was spent"
+        elif code == "124":
             key = f"timed out after {seconds} s" + (f"; {key}" if key else "")
         elif code != "0" and not key:
             key = f"exit code {code} (see the log)"

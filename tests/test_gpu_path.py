@@ -240,8 +240,10 @@ def test_gpu_check_summary_table_and_exit_code(tmp_path):
     status.write_text(f"bench full\t0\t{good}\t30\ninstall\t0\t\t5\n")
     assert summary(str(status), str(tmp_path / "table.txt")) == 0
     assert "2/2 checks ok" in (tmp_path / "table.txt").read_text()
-    status.write_text(f"bench full\t0\t{good}\t30\neval\t1\t{bad}\t9\nzero3\t124\t{tmp_path / 'none.json'}\t150\n")
+    status.write_text(f"bench full\t0\t{good}\t30\neval\t1\t{bad}\t9\nzero3\t124\t{tmp_path / 'none.json'}\t150\n"
+                      f"compile\t125\t{tmp_path / 'none.json'}\t0\n")
     assert summary(str(status), str(tmp_path / "table.txt")) == 1
     table = (tmp_path / "table.txt").read_text()
     assert "MFU 0.410" in table and "7/8 answers identical" in table and "timed out after 150 s" in table
-    assert "1/3 checks ok; FAILED: eval, zero3" in table
+    assert "skipped: the script's time budget was spent" in table
+    assert "1/4 checks ok; FAILED: eval, zero3, compile" in table
