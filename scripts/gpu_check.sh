@@ -90,18 +90,17 @@ bench() {
     ${GPU_CHECK_BENCH_ARGS:-} \
     && "$PY" -m bench.gpu_check bench-row --bench-json "$WORK/bench-$variant.raw.json" --json "$RESULTS/bench-$variant.json"
 }
+# In order of importance, so that a slow machine loses the least of it to the budget.
 bench full 180
-bench full-gc 75
 bench lora 75
-bench lora-gc 75
 bench qlora 90
-
 check "deepspeed zero3 (nccl)" 150 "$RESULTS/zero3.json" \
   "$PY" -m torch.distributed.run --standalone --nproc_per_node "$(( NGPU > 0 ? NGPU : 1 ))" -m bench.gpu_check zero3 \
   --root "$WORK/zero3" --json "$RESULTS/zero3.json"
 check "eval sharded generation" 90 "$RESULTS/eval.json" \
   "$PY" -m bench.gpu_check eval --root "$WORK/eval" --json "$RESULTS/eval.json"
-
+bench full-gc 75
+bench lora-gc 75
 bench full-compile "$BUDGET_S"  # last: whatever is left of the budget (compilation takes a minute or more)
 
 echo
