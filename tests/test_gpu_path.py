@@ -247,3 +247,18 @@ def test_gpu_check_summary_table_and_exit_code(tmp_path):
     assert "MFU 0.410" in table and "7/8 answers identical" in table and "timed out after 150 s" in table
     assert "skipped: the script's time budget was spent" in table
     assert "1/4 checks ok; FAILED: eval, zero3, compile" in table
+
+
+def test_evaluation_is_sharded_over_the_gpus_within_the_memory_limit(monkeypatch, root):
+    import types
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=80 * 2**30))
+    share = int(0.85 * 80 * 2**30)
+    assert eval_placement(compose([f"paths.root={root}"])) == {"device_map": "auto", "max_memory": {0: share, 1: share}}
+    limited = eval_placement(compose([f"paths.root={root}", "eval.max_memory_per_gpu_gb=40"]))
+    assert limited["max_memory"] == {0: 40 * 2**30, 1: 40 * 2**30}  # no CPU entry: too big fails, never crawls
+    assert eval_placement(compose([f"paths.root={root}", "eval.device_map=none"])) == {"device_map": {"": 0}}
+    with pytest.raises(ValueError, match="eval.device_map"):
+        eval_placement(compose([f"paths.root={root}", "eval.device_map=everywhere"]))
