@@ -7,6 +7,12 @@ hyper-parameters, resources, steps, tokens, GPU-hours per node and $ per stage, 
 without any eval score appears once, with benchmark/beam/metric/score empty, so that its cost still counts.
 `runs_view(frame)` gives one row per run.
 
+A checkpoint evaluated without training here (`python -m lmm.eval +checkpoint=...`, record `source:
+checkpoint`) is a row like any run, with `checkpoint` (its hub id or folder), `checkpoint_kind` (`llava` or
+`llm`: a bare LLM, a base-LLM row of Table 5), `checkpoint_name` (the repo's or folder's name) and
+`checkpoint_preset` (the conf/model preset named on the command line or matching its hub id); these are
+empty for trained runs. It has no cost.
+
 Cost columns (the paper's unit): `gpu_hours_per_node` = stage 2 wall hours × GPUs / 8 (Table 4 "Time"),
 `stage1_gpu_hours_per_node` the same for the run's stage 1 (shared by the runs with the same stage-1 id),
 `total_gpu_hours_per_node` both; `usd`, `stage1_usd`, `total_usd` = GPU-hours per node ×
@@ -32,7 +38,7 @@ RUN_COLUMNS = [
     "mixing_ratio", "seed", "requested", "gpu_type", "gpus", "nodes", "steps", "tokens", "wall_time_s",
     "stage1_run_id", "stage1_gpu_hours_per_node", "gpu_hours_per_node", "total_gpu_hours_per_node",
     "stage1_usd", "usd", "total_usd", "usd_per_gpu_hour_per_node", "params_trainable", "params_total",
-    "peak_memory_gb", "final_loss",
+    "peak_memory_gb", "final_loss", "checkpoint", "checkpoint_kind", "checkpoint_name", "checkpoint_preset",
 ]
 SCORE_COLUMNS = ["benchmark", "beam", "metric", "score", "std", "judge_model", "n_eval_runs"]
 COLUMNS = RUN_COLUMNS + SCORE_COLUMNS
@@ -104,8 +110,9 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
     base = root.resolve()
     for folder in sorted(folders):
         inside = folder.relative_to(base).parts if folder.is_relative_to(base) else ()
-        # Hidden folders (Hydra's logs, duplicates set aside by `lmm.sweep migrate`) hold no run of a sweep.
-        if any(part in ("checkpoints", "wandb") or part.startswith(".") for part in inside):
+        # Hidden folders (Hydra's logs, duplicates set aside by `lmm.sweep migrate`), W&B's files and training
+        # checkpoints inside a run hold no run of a sweep; runs/checkpoints/<slug> (evaluated checkpoints) does.
+        if any(part == "wandb" or part.startswith(".") for part in inside) or "checkpoints" in inside[1:]:
             continue
         if not (folder / RECORD_FILE).exists():
             continue
@@ -183,6 +190,9 @@ def run_row(record: dict, source: str = "runs") -> dict:
 
     mixing_ratio = float(hp.get("mixing_ratio") or 0.0)
     requested = _get(cfg, "eval", "benchmarks", default=[]) or []
+    checkpoint = record.get("checkpoint") if record.get("source") == "checkpoint" else None
+    checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
+    named = checkpoint.get("preset_source") in ("given", "path")
     return {
         "run_id": record.get("run_id"),
         "sweep": record.get("sweep"),
@@ -226,6 +236,10 @@ def run_row(record: dict, source: str = "runs") -> dict:
         "params_total": _num(finetune.get("params_total")),
         "peak_memory_gb": _num(finetune.get("peak_memory_gb")),
         "final_loss": _num(finetune.get("final_loss")),
+        "checkpoint": checkpoint.get("id") or "",
+        "checkpoint_kind": checkpoint.get("kind") or "",
+        "checkpoint_name": checkpoint.get("name") or "",
+        "checkpoint_preset": (checkpoint.get("preset") or "") if named else "",
     }
 
 

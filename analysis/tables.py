@@ -5,7 +5,11 @@ Each function takes the tidy frame of `analysis.collect.collect` (or `collect_wa
 `display` (the strings shown; "–" where no run, never a made-up number) and notes. Rows and columns come
 from the runs present (the tiny CPU sizes get their own columns), so a toy study gets Table 3/4-style
 tables from tiny runs. Several runs landing in one cell (repeats, or the same config in several sweeps)
-are averaged, and a note says so. `reference=True` adds the paper's reported values beside the measured
+are averaged, and a note says so. A checkpoint evaluated without training here (`python -m lmm.eval
++checkpoint=...`) is a measured row too: a LLaVA as `LLaVA-<size>` (its name added when a trained run would
+share the label), a bare LLM as a base-LLM row of Table 5 (the paper's name for its `model=` preset, e.g.
+"Vicuna-13B", else the checkpoint's own name); it never enters Table 4 or the cost tables (no training
+here). `reference=True` adds the paper's reported values beside the measured
 ones ("<column> (paper)", and the rows of other systems such as Bard or Vicuna).
 
     python -m analysis.tables --runs runs --table 4 --format md [--reference] [--sweep table4]
@@ -196,11 +200,12 @@ QUALIFIERS: dict[str, Callable[[pd.Series], str]] = {
     "mixing": lambda r: "data mixing" if r["mixing"] else "",
     "tuning": lambda r: r["tuning_label"],
     "variant": lambda r: r["variant"] or "",
+    "checkpoint": lambda r: r["checkpoint_name"] or "",
 }
 
 
 def _labels(runs: pd.DataFrame, base: Callable[[pd.Series], str], always: Sequence[str] = (),
-            ambiguous: Sequence[str] = ("llm", "image", "mixing", "tuning", "variant"),
+            ambiguous: Sequence[str] = ("llm", "image", "mixing", "tuning", "variant", "checkpoint"),
             scope: Callable[[pd.Series], str] = lambda r: "") -> pd.Series:
     """Row labels: `base` plus the `always` qualifiers, plus those `ambiguous` qualifiers whose values
     differ among runs that would otherwise share a label within the same `scope` (so different configs
@@ -303,7 +308,7 @@ def table2(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: 
     """Table 2: MM-Vet by capability (rec, ocr, know, gen, spat, math) and total ± std."""
     data = select(frame, sweep, method)
     runs = _order(_runs_for(data, [benchmark]), "llm", "mixing")
-    labels = _labels(runs, _llava, always=("llm", "mixing"), ambiguous=("image", "tuning", "variant"))
+    labels = _labels(runs, _llava, always=("llm", "mixing"), ambiguous=("image", "tuning", "variant", "checkpoint"))
     spec = _category_columns(data, benchmark, MMVET_COLUMNS, "mmvet")
     scores = _scores(data, benchmark, beam)
     rows = []
@@ -331,7 +336,14 @@ def _mmvet_display(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_column(row: pd.Series) -> str:
-    return f"{row['size']} ({row['llm']})" if row["llm"] else row["size"]
+    """`33B`, `13B (LLaMA-2)`; an evaluated checkpoint keeps its own column: `13B (llava-1.5-13b-hf)`."""
+    qualifiers = [q for q in (row["llm"], row.get("checkpoint_name")) if isinstance(q, str) and q]
+    return f"{row['size']} ({', '.join(qualifiers)})" if qualifiers else row["size"]
+
+
+def trained_here(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs trained by this project (not evaluated checkpoints): those with a training cost."""
+    return runs[runs["checkpoint"].fillna("") == ""] if "checkpoint" in runs else runs
 
 
 def table3a(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", beam: int = 1,
@@ -365,7 +377,7 @@ def table3b(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", bea
     """Table 3(b): MMBench by ability (LR, AR, RR, FP-S, FP-C, CP), one row per checkpoint."""
     data = select(frame, sweep, method)
     runs = _order(_runs_for(data, [benchmark]), "image_size", "mixing")
-    labels = _labels(runs, _llava, ambiguous=("llm", "tuning", "variant"))
+    labels = _labels(runs, _llava, ambiguous=("llm", "tuning", "variant", "checkpoint"))
     spec = _category_columns(data, benchmark, MMBENCH_COLUMNS, "mmbench")
     scores = _scores(data, benchmark, beam)
     rows = []
@@ -394,7 +406,7 @@ def table4(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: 
     """Table 4: performance, GPU-hours per node (stage 2) and trainable parameters (B), one column per
     LLM size × tuning method (Full, LoRA r<k>, QLoRA r<k>)."""
     data = select(frame, sweep, method)
-    runs = _table4_order(runs_view(data).assign(_key=lambda d: _key(d)))
+    runs = _table4_order(trained_here(runs_view(data)).assign(_key=lambda d: _key(d)))
     scores = _scores(data, benchmark, beam)
     tuning = _labels(runs, lambda r: "Full" if r["method"] == "full" else r["tuning_label"],
                      always=("variant",), ambiguous=("image", "mixing"), scope=size_column)
@@ -428,12 +440,15 @@ def table5(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", beam
     """Table 5: multimodal (LLaVA-Bench, MM-Vet) and language (Vicuna-80, MMLU) overall scores."""
     benchmarks = benchmarks or TABLE5_BENCHMARKS
     data = select(frame, sweep, method)
-    runs = _order(_runs_for(data, list(benchmarks)), "mixing")
-    labels = _labels(runs, _llava, ambiguous=("llm", "image", "tuning", "variant"))
+    runs = _runs_for(data, list(benchmarks))
+    runs = runs.assign(_llava_row=runs["checkpoint_kind"].fillna("") != "llm")
+    runs = runs.sort_values(["size_b", "_llava_row", "model", "mixing"], kind="stable", na_position="last")
+    labels = _labels(runs, lambda r: _llava(r) if r["_llava_row"] else base_llm_label(r),
+                     ambiguous=("llm", "image", "tuning", "variant", "checkpoint"))
     scores = {b: _scores(data, b, beam) for b in benchmarks}
     rows = []
     for (_, run), label in zip(runs.iterrows(), labels):
-        rows.append(((label, _mark(run["mixing"])),
+        rows.append(((label, _mark(run["mixing"]) if run["_llava_row"] else DASH),
                      {name: scores[b].get(run["_key"], {}).get("overall") for b, name in benchmarks.items()}))
     values, notes = _average([(k, {c: v for c, v in d.items() if v is not None}) for k, d in rows],
                              ["Model", "Data Mix"], list(benchmarks.values()))
@@ -443,12 +458,26 @@ def table5(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", beam
     return _with_reference(table, "5", reference)
 
 
+def base_llm_label(row: pd.Series) -> str:
+    """A bare LLM's row in Table 5: the paper's name for its preset (Vicuna-13B, LLaMA-2-70B-Chat) when the
+    command named one, else the checkpoint's own name."""
+    from analysis.reference import baseline_rows
+
+    preset = row.get("checkpoint_preset") or ""
+    if preset:
+        paper = baseline_rows("5")
+        names = paper.loc[paper["model"] == preset, "row"].unique()
+        if len(names):
+            return str(names[0])
+    return row.get("checkpoint_name") or str(row["model"])
+
+
 # -- cost tables ------------------------------------------------------------------------------------
 
 
 def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     """GPU-hours per node and $ per run: stage 1, stage 2 and total (stage 1 counted in full)."""
-    runs = runs_view(select(frame, sweep)).sort_values(["sweep", "size_b", "model", "method", "rank"],
+    runs = trained_here(runs_view(select(frame, sweep))).sort_values(["sweep", "size_b", "model", "method", "rank"],
                                                        kind="stable")
     rows = []
     for _, run in runs.iterrows():
@@ -476,7 +505,7 @@ def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
 
 def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     """GPU-hours per node and $ per sweep, each shared stage-1 run counted once per sweep, and overall."""
-    runs = runs_view(select(frame, sweep))
+    runs = trained_here(runs_view(select(frame, sweep)))
 
     def summarise(group: pd.DataFrame) -> dict:
         stage1 = group.drop_duplicates("stage1_run_id")

@@ -151,6 +151,8 @@ class Benchmark:
     name: str = ""
     generative: bool = True
     judged: bool = False
+    # Text only (no image in any question): a bare LLM can take it (Vicuna-80, MMLU).
+    text_only: bool = False
 
     def settings(self, ctx: EvalContext) -> dict:
         """Benchmark-specific settings that change its scores (a changed setting means re-scoring)."""

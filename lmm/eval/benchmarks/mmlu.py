@@ -260,6 +260,7 @@ def scores_from(output: dict, subjects: dict) -> tuple[dict, list[dict]]:
 class MMLU(Benchmark):
     name = "mmlu"
     generative = False
+    text_only = True
 
     def settings(self, ctx: EvalContext) -> dict:
         return {"num_shots": NUM_SHOTS, "method": "loglik", "harness": "lm-eval", "task": "mmlu"}

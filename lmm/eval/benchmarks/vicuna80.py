@@ -15,6 +15,7 @@ from lmm.eval.scorers import FAILED_PAIR, has_score_pair, parse_score_pair, roun
 class Vicuna80(Benchmark):
     name = "vicuna80"
     judged = True
+    text_only = True
 
     def _file(self, ctx: EvalContext, name: str) -> Path:
         folder = require(ctx.paths.vicuna80, "Vicuna-80 folder", "eval.paths.vicuna80")
