@@ -50,7 +50,7 @@ def hand_logliks(model, tokenizer, context: str) -> list[float]:
     out = []
     for letter in "ABCD":
         cont = tokenizer(f"{context} {letter}")["input_ids"][len(ctx):]
-        ids = torch.tensor([ctx + cont])
+        ids = torch.tensor([ctx + cont], device=model.device)
         logprobs = torch.log_softmax(model(input_ids=ids[:, :-1]).logits.float(), dim=-1)[0]
         out.append(sum(float(logprobs[len(ctx) - 1 + j, t]) for j, t in enumerate(cont)))
     return out
@@ -66,9 +66,11 @@ def context_for(tmp_path: Path, folder: Path, *overrides: str) -> EvalContext:
     return EvalContext(cfg, tmp_path / "run")
 
 
-def test_lm_eval_mmlu_equals_a_hand_count_of_log_likelihood_answers(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_lm_eval_mmlu_equals_a_hand_count_of_log_likelihood_answers(tmp_path, tiny_tokenizer, device):
     folder = write_fixture(tmp_path / "mmlu")
-    model = tiny_llm(tiny_tokenizer, seed=3)
+    model = tiny_llm(tiny_tokenizer, seed=3).to(device)
     # A sharper output layer than random init: the four options' log-likelihoods lie far apart.
     model.lm_head.weight.data *= 40
     loaded = SimpleNamespace(model=model, tokenizer=tiny_tokenizer)

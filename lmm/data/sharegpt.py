@@ -214,6 +214,8 @@ def _clean_one(args) -> Cleaned:
 def chunk_rounds(conversation: Sequence[dict], length, max_length: int) -> list[tuple[int, int]]:
     """(start, end) turn ranges of the chunks: the longest runs of whole rounds whose `length` fits in
     `max_length`; a round that does not fit alone is a chunk of its own."""
+    if len(conversation) <= 2 or length(conversation) <= max_length:
+        return [(0, len(conversation))]  # fits whole (most conversations): one tokenisation
     chunks: list[tuple[int, int]] = []
     start = 0
     for end in range(2, len(conversation) + 1, 2):
