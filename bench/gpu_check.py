@@ -1,4 +1,4 @@
-"""The GPU checks of scripts/gpu_check.sh that are not the bench: a ZeRO-3 step over NCCL, sharded generation, the table.
+"""The GPU checks of scripts/gpu_check.sh besides the bench: a ZeRO-3 step over NCCL, sharded generation, the table.
 
     python -m bench.gpu_check env --json F
     torchrun --nproc_per_node N -m bench.gpu_check zero3 --root R --json F
@@ -83,10 +83,13 @@ def zero3(root: str, out: str) -> None:
         stage2 = record.get("finetune", record)
         losses = [e["loss"] for e in stage2.get("losses", [])]
         ok = backend == "nccl" and len(losses) > 0 and all(loss == loss for loss in losses)  # NaN != NaN
-        _write(out, {"ok": ok, "key": f"ZeRO-{int(cfg.deepspeed.stage)} over {backend}, world {world}, {len(losses)} steps, loss "
-                                      f"{losses[0]:.3f}->{losses[-1]:.3f}" if losses else f"{backend}: no losses",
-                     "backend": backend, "world_size": world, "losses": losses, "dtype": str(compute_dtype(cfg)), "zero_stage": int(cfg.deepspeed.stage),
-                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "seconds": round(time.perf_counter() - started, 1),
+        zero = int(cfg.deepspeed.stage)
+        key = (f"ZeRO-{zero} over {backend}, world {world}, {len(losses)} steps, loss "
+               f"{losses[0]:.3f}->{losses[-1]:.3f}" if losses else f"{backend}: no losses")
+        _write(out, {"ok": ok, "key": key, "backend": backend, "world_size": world, "losses": losses,
+                     "dtype": str(compute_dtype(cfg)), "zero_stage": zero,
+                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                     "seconds": round(time.perf_counter() - started, 1),
                      "peak_memory_gb": stage2.get("peak_memory_gb"), "run": str(folder)})
 
 
@@ -189,7 +192,8 @@ def summary(status_file: str, out: str | None) -> int:
     lines = [f"{'check':<{width}}  result  {'s':>5}  key number", "-" * (width + 40)]
     lines += [f"{n:<{width}}  {s:<6}  {t:>5}  {k}" for n, s, t, k in rows]
     failed = [r[0] for r in rows if r[1] != "ok"]
-    lines.append(f"{len(rows) - len(failed)}/{len(rows)} checks ok" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    lines.append(f"{len(rows) - len(failed)}/{len(rows)} checks ok"
+                 + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     text = "\n".join(lines)
     print(text)
     if out:

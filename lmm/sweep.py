@@ -78,7 +78,8 @@ def run_states(sweep_dir: Path) -> list[RunState]:
             elif scheduler.state == "RUNNING":
                 state.state = "running"
             elif scheduler.active:
-                state.state, state.detail = "pending", scheduler.state + (f" ({scheduler.reason})" if scheduler.reason else "")
+                reason = f" ({scheduler.reason})" if scheduler.reason else ""
+                state.state, state.detail = "pending", scheduler.state + reason
             elif scheduler.state == "COMPLETED":
                 state.state, state.detail = "interrupted", "job ended without DONE; re-run to resume"
             else:

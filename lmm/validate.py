@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm.launch.identity import STORES
+
 METHODS = ("full", "lora", "qlora")
 STAGES = ("pretrain", "finetune", "both")
 PROJECTORS = ("linear", "mlp2x_gelu")
@@ -22,7 +24,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "inverse_sqrt")
 # A sweep names a folder runs/<sweep>/: a plain name, never a path, and not one of the run store's folders.
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-RESERVED_SWEEPS = ("stage1", "stage2")
+RESERVED_SWEEPS = STORES  # runs/stage1, runs/stage2, runs/checkpoints: the stores themselves
 # Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
 # and Hydra's own node in configs a launcher composes.
 FREE_FORM_KEYS = ("run", "hydra")

@@ -162,7 +162,8 @@ def test_gradient_checkpointing_follows_the_planner_unless_set(root):
     assert checkpointing_needed(compose([*fits, *unknown])) is True
     # Explicit values stay; paper runs keep LLaVA's setting (on) that the time model is calibrated with.
     assert compose([f"paths.root={root}", "trainer.gradient_checkpointing=true"]).trainer.gradient_checkpointing is True
-    assert compose([f"paths.root={root}", "trainer.gradient_checkpointing=false"]).trainer.gradient_checkpointing is False
+    off = compose([f"paths.root={root}", "trainer.gradient_checkpointing=false"])
+    assert off.trainer.gradient_checkpointing is False
     assert compose(["experiment=table4/7b_full"]).trainer.gradient_checkpointing is True
     assert isinstance(compose([f"paths.root={root}"]).trainer.gradient_checkpointing, bool)
 
@@ -207,7 +208,7 @@ def test_sharded_model_generates_the_same_tokens(tiny, root):
     offloaded = load_trained(run, dtype=torch.float32, device_map=split, offload_folder=str(root / "offload"))
     assert set(offloaded.hf_device_map.values()) == {"cpu", "disk"}
     for beams in (1, 5):
-        def answers(model):
+        def answers(model, beams=beams):
             return generate_answers(model, tokenizer, processor, cfg.model.template, questions, num_beams=beams,
                                     num_image_tokens=num_image_tokens(cfg.vision), max_new_tokens=6, batch_size=2)
         reference = answers(whole)

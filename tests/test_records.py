@@ -25,7 +25,8 @@ from lmm.records import (
 RUN_KEYS = {"schema_version", "run_id", "kind", "sweep", "seed", "started_at", "finished_at", "wall_time_s",
             "slurm_job_id", "choices", "hparams", "resources", "stages", "cost", "config", "stage1", "finetune",
             "assembled", "eval"}
-SUMMARY_KEYS = {"run_id", "attempts", "steps", "tokens", "epochs", "wall_time_s", "train_runtime_s", "world_size", "gpus",
+SUMMARY_KEYS = {"run_id", "attempts", "steps", "tokens", "epochs", "wall_time_s", "train_runtime_s", "world_size",
+                "gpus",
                 "nodes", "gpu_hours", "gpu_hours_per_node", "usd", "params_trainable", "params_total",
                 "peak_memory_gb", "final_loss"}
 

@@ -45,7 +45,8 @@ def _conf_dir(tmp_path: Path) -> Path:
     (conf / "experiment").mkdir()
     for name, values in PRESETS.items():
         body = "\n".join(f"{k}: {v}" for k, v in values.items())
-        (conf / "cluster" / f"{name}.yaml").write_text(f"defaults:\n  - localhost_slurm\n  - _self_\nname: {name}\n{body}\n")
+        preset = f"defaults:\n  - localhost_slurm\n  - _self_\nname: {name}\n{body}\n"
+        (conf / "cluster" / f"{name}.yaml").write_text(preset)
     for experiment, (model, preset) in {"small": ("tiny_s", "slurm_small"), "big": ("tiny_m", "slurm_big")}.items():
         (conf / "experiment" / f"{experiment}.yaml").write_text(textwrap.dedent(f"""\
             # @package _global_
@@ -79,7 +80,8 @@ def test_each_job_carries_its_own_preset_and_a_queued_run_is_never_submitted_twi
     try:
         assert len(new_jobs) == 4  # a stage-1 job and a training job per experiment
         for experiment, preset in (("small", "slurm_small"), ("big", "slurm_big")):
-            cfg = compose([f"paths.root={tmp_path}", "debug=fast", f"model={'tiny_s' if experiment == 'small' else 'tiny_m'}"])
+            model = "tiny_s" if experiment == "small" else "tiny_m"
+            cfg = compose([f"paths.root={tmp_path}", "debug=fast", f"model={model}"])
             values = PRESETS[preset]
             folder = run_dir(cfg)
             scripts = _scripts(folder) + _scripts(stage1_dir(cfg))
@@ -145,7 +147,8 @@ def test_dry_run_shows_each_job_its_request_and_dependency_and_the_qlora_65b_fit
     assert "[pretrain] trainable: projector (CLIP and LLM frozen); DeepSpeed ZeRO-3" in stage1
     assert "--time=1440" in train and "--mem=900GB" in train and "--requeue" in train
     assert "--nodes=2 --ntasks-per-node=8" in train and "after: stage1 job of s1-65b" in train
-    assert "[finetune] trainable: projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen); DeepSpeed ZeRO-2" in train
+    assert ("[finetune] trainable: projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen); "
+            "DeepSpeed ZeRO-2") in train
     assert "[pretrain]" not in train  # the training job trains stage 2 only
     assert evaluation.startswith("[eval]") and "--nodes=1 --ntasks-per-node=1" in evaluation
     assert "after: train job of 65b" in evaluation and "evaluates: llava_bench (beams 1)" in evaluation
@@ -164,13 +167,15 @@ def test_job_resources_come_from_the_jobs_own_preset(monkeypatch):
     monkeypatch.setenv("LMM_SLURM_ACCOUNT", "proj")
     full = compose(["experiment=table4/65b_full"])
     r = job_resources(full, "train")
-    assert (r.nodes, r.tasks_per_node, r.gpus_per_node, r.cpus_per_task, r.mem_gb, r.time_min) == (4, 8, 8, 10, 900, 1440)
+    assert (r.nodes, r.tasks_per_node, r.gpus_per_node, r.cpus_per_task, r.mem_gb, r.time_min) == \
+        (4, 8, 8, 10, 900, 1440)
     assert r.flags() == ("--nodes=4 --ntasks-per-node=8 --cpus-per-task=10 --time=1440 --requeue --gpus-per-node=8 "
                          "--mem=900GB --partition=gpu --account=proj")
     stage1 = job_resources(compose(["experiment=table4/65b_full", "stage=pretrain"]), "stage1")
     assert (stage1.nodes, stage1.tasks_per_node) == (1, 8)
     evaluation = job_resources(full, "eval")
-    assert (evaluation.nodes, evaluation.tasks_per_node, evaluation.gpus_per_node, evaluation.cpus_per_task) == (1, 1, 8, 80)
+    e = evaluation
+    assert (e.nodes, e.tasks_per_node, e.gpus_per_node, e.cpus_per_task) == (1, 1, 8, 80)
     gres = job_resources(compose(["experiment=table4/65b_full", "cluster.gres=gpu:a100:8"]), "train")
     assert "--gres=gpu:a100:8" in gres.flags() and "--gpus-per-node" not in gres.flags()
     # The local test cluster never reads the real cluster's variable.

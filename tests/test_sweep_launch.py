@@ -8,7 +8,6 @@ and ends with the losses of an uninterrupted run, its record summing the attempt
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -291,7 +291,8 @@ class _LmmSubmititMixin:
         record_job(spec.folder, {
             "kind": spec.kind, "job_id": str(spec.handle.job_id), "run_id": spec.run_id, "sweep": sweep,
             "executor": self._EXECUTOR, "stdout": str(spec.handle.paths.stdout),
-            "stderr": str(spec.handle.paths.stderr), "dependency": spec.dependency() if self._EXECUTOR == "slurm" else None,
+            "stderr": str(spec.handle.paths.stderr),
+            "dependency": spec.dependency() if self._EXECUTOR == "slurm" else None,
             "nodes": r.nodes, "tasks_per_node": r.tasks_per_node, "sbatch": r.flags(),
             "overrides": [list(o) for _, o in spec.calls], "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })

@@ -58,13 +58,11 @@ class LoadedModel:
 
 
 def load_model(cfg: DictConfig, run_dir: Path) -> LoadedModel:
-    """The run's trained model (on the GPU when there is one), its tokenizer and image processor."""
-    import torch
+    """The run's trained model (spread over the GPUs when there are some), its tokenizer and image processor."""
     from transformers import AutoTokenizer, CLIPImageProcessor
 
     from lmm.models.assemble import num_image_tokens
-    from lmm.models.build import compute_dtype
-    from lmm.models.checkpoint import load_trained
+    from lmm.models.checkpoint import load_for_eval
 
     record = read_record(run_dir)
     source = Path(record.get("assembled") or "")
@@ -72,8 +70,7 @@ def load_model(cfg: DictConfig, run_dir: Path) -> LoadedModel:
         source = run_dir / "model"  # a run moved from another machine: its own exported folder
     tokenizer = AutoTokenizer.from_pretrained(source)
     processor = CLIPImageProcessor.from_pretrained(source)
-    model = load_trained(run_dir, dtype=compute_dtype(cfg))
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model = load_for_eval(cfg, run_dir)  # sharded over the GPUs (eval.device_map), whole on a CPU
     return LoadedModel(model, tokenizer, processor, num_image_tokens(cfg.vision))
 
 

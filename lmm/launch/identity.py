@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 # The run store: every run lives once under runs/<store>/<run_id>; runs/<sweep>/ holds links to it.
 STAGE1_STORE = "stage1"
 STAGE2_STORE = "stage2"
-STORES = (STAGE1_STORE, STAGE2_STORE)
+CHECKPOINT_STORE = "checkpoints"  # records of evaluated checkpoints (python -m lmm.eval +checkpoint=...)
+STORES = (STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
 
 # Keys that say where things are or how a run is watched, not what it computes: a moved data folder
 # or another hub mirror must not change a run's identity.

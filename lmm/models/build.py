@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from lmm.models.assemble import assemble
 from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
+from lmm.training.speed import model_load_kwargs
 
 log = logging.getLogger(__name__)
 PROJECTOR_FILE = "projector.safetensors"
@@ -74,7 +75,7 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
 
     folder = assemble(cfg)
     dtype = compute_dtype(cfg)
-    kwargs = {}
+    kwargs = model_load_kwargs(cfg)  # the attention kernel (speed.attn_implementation)
     if stage == "finetune" and cfg.tuning.method == "qlora":
         kwargs["quantization_config"] = quantization_config(cfg, dtype)
     # Any weight from_pretrained has to initialise (none is expected) comes from the run's seed too.

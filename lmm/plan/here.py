@@ -45,7 +45,8 @@ def check_here(cfg: DictConfig, overrides: Sequence[str] = (), in_job: bool = Fa
         need = max(s.memory.total for s in plan.stages if not s.reused) / GIB
         raise CannotRunHere(
             f"model={cfg.model.name} on this machine (cluster={c.name}: {c.gpus_per_node} process(es) on the CPU) "
-            f"needs about {need * int(c.gpus_per_node):.1f} GB of memory ({need:.1f} GB per process in fp32, at least), "
+            f"needs about {need * int(c.gpus_per_node):.1f} GB of memory ({need:.1f} GB per process in fp32, at "
+            "least), "
             f"and this machine has {plan.gpu_mem_gb * int(c.gpus_per_node):.1f} GB. Run it on GPUs:\n"
             f"    {_command(overrides, 'a100_80g')}\n"
             "(or plan.force=true to try anyway).")

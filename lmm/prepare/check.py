@@ -152,7 +152,8 @@ def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None, models:
 
     Covers the data of the stages the run executes (stage 1's unless `stage1_exists` is True), the benchmarks of
     `eval.benchmarks` (unless `task` is `train`), and the LLM, its tokenizer and the vision tower in the Hugging Face
-    cache (or their local folders; not with `models=False`). With `task=eval` (a trained run evaluated from its own folder) only the
+    cache (or their local folders; not with `models=False`). With `task=eval` (a trained run evaluated from its
+    own folder) only the
     benchmarks are checked. A file left by an interrupted prepare (`.part`, an unfinished unpack) is
     reported as missing. Random-init and synthetic presets need no files.
     """
