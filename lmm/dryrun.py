@@ -43,10 +43,11 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
     return lines
 
 
-def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None = None) -> str:
+def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None = None, plan=None) -> str:
     """The plan: run id, stages, trainable parts, world size, batches, ZeRO stage, folders, and the planner's line.
 
-    `stage1_state` replaces the stage-1 projector's state (e.g. "its own stage-1 job").
+    `stage1_state` replaces the stage-1 projector's state (e.g. "its own stage-1 job"); `plan` is the planner's
+    result when the caller has it already (it is computed otherwise).
     """
     zero = cfg.deepspeed.stage
     lines = [
@@ -70,7 +71,7 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
     lines.append(f"  output: {run_dir(cfg)}")
     if cfg.stage.name != "pretrain":
         lines.append(f"  listed in sweep {cfg.sweep}: {sweep_link(cfg)}")
-    lines.append(f"  {summary_line(preflight(cfg, stage1_present=stage1_present))}")
+    lines.append(f"  {summary_line(plan or preflight(cfg, stage1_present=stage1_present))}")
     if cfg.eval.benchmarks and cfg.task != "train" and cfg.stage.name != "pretrain":
         lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ grid point is predicted to run out of memory.
 # dataclasses cannot resolve string annotations.
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -344,9 +345,9 @@ class _LmmSubmititMixin:
             # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own).
             present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))
             own_job = "trained first by its own stage-1 job" if spec.after or spec.after_ids else None
-            text = format_plan(spec.cfg, present, stage1_state=own_job)
-            print("\n".join("    " + line for line in text.splitlines()), flush=True)
             plan = preflight(spec.cfg, stage1_present=present)
+            text = format_plan(spec.cfg, present, stage1_state=own_job, plan=plan)
+            print("\n".join("    " + line for line in text.splitlines()), flush=True)
             for stage in plan.stages:
                 if not stage.reused:
                     stage_hours.setdefault(stage.stage, {})[stage.run_id] = stage.gpu_hours_per_node
@@ -421,8 +422,11 @@ def _sweep_dir(points: list) -> str:
 
 
 def _last_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else repr(error)
+    """The error's own line: for a job that raised, the exception line of its traceback (submitit's message
+    ends with the paths of the logs, which the report gives separately)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Exit|Interrupt)\b.*", line)]
+    return (raised or lines or [repr(error)])[-1]
 
 
 def _result(point: GridPoint, value: str) -> JobReturn:
