@@ -16,7 +16,7 @@ from lmm.launch.identity import stage1_dir
 from lmm.plan.here import CannotRunHere, check_here
 from lmm.plan.memory import stage_zero
 from lmm.plan.workload import stages_of
-from lmm.validate import validate
+from lmm.validate import ConfigError, validate, validate_files
 
 
 def stage1_present(cfg: DictConfig) -> bool:
@@ -42,11 +42,10 @@ def refuse_unless_ready(cfg: DictConfig, stage1_exists: bool) -> None:
     """Before anything is built or fetched: this machine can hold the run (GPUs, RAM), its files are there and
     its pretrained weights are on disk or fetchable. Otherwise one message and exit code 2, no traceback."""
     from lmm.models.weights import MissingWeights, check_weights
-    from lmm.validate import ConfigError
 
     try:
         check_here(cfg, HydraConfig.get().overrides.task, in_job=bool(os.environ.get("SLURM_JOB_ID")))
-        validate(cfg, stage1_exists=stage1_exists, check_files=True)
+        validate_files(cfg, stage1_exists=stage1_exists)  # `main` has validated the config itself
         check_weights(cfg)
     except (CannotRunHere, ConfigError, MissingWeights) as error:
         print(f"lmm.train: not started: {error}", file=sys.stderr, flush=True)

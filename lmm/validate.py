@@ -28,16 +28,6 @@ RESERVED_SWEEPS = STORES  # runs/stage1, runs/stage2, runs/checkpoints: the stor
 # Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
 # and Hydra's own node in configs a launcher composes.
 FREE_FORM_KEYS = ("run", "hydra")
-# The files each benchmark reads, as eval.paths fields.
-BENCHMARK_FILES = {
-    "llava_bench": ("llava_bench", "llava_bench_rules"),
-    "llava_bench_coco": ("llava_bench_coco", "llava_bench_rules"),
-    "mmvet": ("mmvet", "mmvet_grader_prompt"),
-    "mmbench": ("mmbench",),
-    "vicuna80": ("vicuna80", "vicuna80_reference"),
-    "mmlu": ("mmlu",),
-    "synthetic": ("synthetic",),
-}
 
 
 class ConfigError(ValueError):
@@ -268,17 +258,6 @@ def _data_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def _stages_reading(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
-    """The data sections a real run reads: stage 1's unless its run exists, and stage 2's."""
-    stage = cfg.stage.name
-    keys = []
-    if stage == "pretrain" or (stage == "both" and stage1_exists is not True):
-        keys.append("pretrain_data")
-    if stage in ("finetune", "both"):
-        keys.append("data")
-    return keys
-
-
 def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
     """Files a real run reads that are not there, each data set and benchmark file with the `python -m
     lmm.prepare ...` command that fetches it (generated synthetic data is made on first use; pretrained
@@ -328,6 +307,15 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bo
 
 def validate(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bool = False) -> None:
     """Raise one ConfigError listing every problem of the config."""
-    found = problems(cfg, stage1_exists, check_files)
+    _raise(problems(cfg, stage1_exists, check_files))
+
+
+def validate_files(cfg: DictConfig, stage1_exists: bool | None = None) -> None:
+    """Raise one ConfigError listing the files a real run reads that are missing, for a config `validate`
+    has already passed (its field checks are not run again)."""
+    _raise(_file_problems(cfg, stage1_exists))
+
+
+def _raise(found: list[str]) -> None:
     if found:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(found))

@@ -126,7 +126,7 @@ class _LmmSubmititMixin:
         from lmm.launch.identity import run_dir, run_id, stage1_dir
         from lmm.plan import PredictedOOM, check_fits, preflight
         from lmm.records import is_done
-        from lmm.validate import ConfigError, validate
+        from lmm.validate import ConfigError, validate, validate_files
 
         points, problems = [], []
         for offset, overrides in enumerate(job_overrides):
@@ -146,7 +146,7 @@ class _LmmSubmititMixin:
                     found.append(str(error))
             if not dry_run:  # a real submission needs the run's data and benchmark files: missing ones fail
                 try:        # here, in seconds, not after queueing and loading a model on many GPUs
-                    validate(cfg, stage1_exists=present, check_files=True)
+                    validate_files(cfg, stage1_exists=present)
                 except ConfigError as error:
                     found.append(str(error))
             if found:
