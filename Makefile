@@ -31,12 +31,16 @@ demo: setup
 
 # The whole test suite (slow end-to-end and SLURM tests included): brings the local SLURM cluster up
 # (as root on Debian; it says so where it cannot) and stops it afterwards if it started it.
+# Tests run on TEST_WORKERS pytest-xdist workers, each test process on one thread (tests/conftest.py);
+# the SLURM tests all go to one worker, in turn (they share the cluster).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test: setup
-	scripts/slurm/with_cluster.sh $(PY) -m pytest -q
+	scripts/slurm/with_cluster.sh $(PYTEST)
 
 # The quick developer loop: everything not marked slow.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup
 	$(PY) -m bench.throughput

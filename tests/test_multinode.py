@@ -68,6 +68,7 @@ def test_two_node_runs_train_as_one_process_group_and_match_one_node_runs(tmp_pa
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     assert "5 job(s) submitted (1 stage1, 4 train, 0 eval)" in log
+    assert log.count("(2 node(s) × 1 task(s))") == 2 and log.count("(1 node(s) × 2 task(s))") == 2, log[-4000:]
 
     # Stage 1: one job on one node, trained once, shared by the four runs.
     stage1 = stage1_dir(compose([f"paths.root={tmp_path}", *COMMON]))
@@ -81,6 +82,7 @@ def test_two_node_runs_train_as_one_process_group_and_match_one_node_runs(tmp_pa
         assert record["stages"]["finetune"]["gpus"] == 2
         job = [j for j in read_jobs(_folder(tmp_path, name)) if j["kind"] == "train"][-1]
         assert (job["nodes"], job["tasks_per_node"]) == (nodes, gpus)
+        assert record["slurm_job_id"] == job["job_id"]
         logs = [Path(job["stdout"].replace("_0_log.out", f"_{rank}_log.out")).read_text() for rank in (0, 1)]
         # submitit's job environment of each rank: node 0 and 1 of 2 nodes, or local ranks 0 and 1 of one.
         expected = ([f"local_rank=0(1), node={r}(2), global_rank={r}(2)" for r in (0, 1)] if nodes == 2 else
