@@ -10,8 +10,9 @@ The replicates are drawn from a fixed seed: the same records always give the sam
 `make demo` prints the same tables). Intervals are percentile intervals (2.5th and 97.5th percentile of
 the replicates); the tables print them as `value ± half-width`.
 
-Per-question outcomes come from the run records (`eval.<benchmark>.beam<k>.correct`: {question id: 0/1},
-written by the synthetic benchmarks); a run without them (older records, a W&B export) has no interval.
+Per-question outcomes (`correct`: {question id: 0/1}, written by the synthetic benchmarks) come from the
+run's evaluation detail file, `<run>/eval/<benchmark>/beam<k>/scores.json` (the record keeps only the summary),
+or from the record's entry where it holds them; a run without them (a W&B export) has no interval.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pandas as pd
 
 from lmm.records import RECORD_FILE
 
+SCORES_FILE = "scores.json"  # lmm.eval.runner.SCORES_FILE (not imported: the runner pulls in torch)
 N_BOOT = 2000
 SEED = 14
 LEVEL = 0.95
@@ -112,13 +114,19 @@ def difference(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], **kwargs)
 # -- per-question outcomes from the run records -------------------------------------------------------
 
 
-def _read_correct(folder: str, benchmark: str, beam: int) -> dict[str, int] | None:
+def _read_json(path: Path) -> dict:
     try:
-        record = json.loads((Path(folder) / RECORD_FILE).read_text())
+        content = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _read_correct(folder: str, benchmark: str, beam: int) -> dict[str, int] | None:
+    detail = _read_json(Path(folder) / "eval" / benchmark / f"beam{beam}" / SCORES_FILE)
+    record = _read_json(Path(folder) / RECORD_FILE)
     entry = ((record.get("eval") or {}).get(benchmark) or {}).get(f"beam{beam}") or {}
-    correct = entry.get("correct")
+    correct = detail.get("correct", entry.get("correct"))
     return {str(k): int(v) for k, v in correct.items()} if isinstance(correct, Mapping) else None
 
 

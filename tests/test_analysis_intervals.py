@@ -66,14 +66,22 @@ def test_estimate_formats():
 
 def write_run(runs, run_id, *, model, size_b, image, method="full", mixing=0.0, correct=None, text=None,
               hours=0.01, trainable=1000):
-    """A finished stage-2 run folder whose record holds the synthetic scores and per-question outcomes."""
+    """A finished stage-2 run folder: the record holds the synthetic scores, the evaluation's scores.json the
+    per-question outcomes (the text-only split's in the record's entry, as an older layout would)."""
     folder = runs / "toy" / run_id
     folder.mkdir(parents=True)
     evals = {}
     for name, outcomes in (("synthetic", correct), ("synthetic_text", text)):
         if outcomes is not None:
-            evals[name] = {"beam1": {"overall": round(100 * sum(outcomes) / len(outcomes), 1), "categories": {},
-                                     "correct": {f"q{i:03d}": v for i, v in enumerate(outcomes)}}}
+            entry = {"overall": round(100 * sum(outcomes) / len(outcomes), 1), "categories": {}}
+            correct_by_id = {f"q{i:03d}": v for i, v in enumerate(outcomes)}
+            if name == "synthetic":
+                detail = folder / "eval" / name / "beam1"
+                detail.mkdir(parents=True)
+                (detail / "scores.json").write_text(json.dumps({**entry, "correct": correct_by_id}))
+            else:
+                entry["correct"] = correct_by_id
+            evals[name] = {"beam1": entry}
     record = {"run_id": run_id, "sweep": "toy", "kind": "stage2",
               "choices": {"model": model, "tuning": method, "data": "synthetic_mix" if mixing else "synthetic"},
               "hparams": {"nominal_params_b": size_b, "image_size": image, "method": method,

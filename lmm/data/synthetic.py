@@ -253,7 +253,8 @@ def caption(scene: Scene, rng: random.Random) -> str:
     if scene.capability == "spatial":
         return rng.choice((f"A {c} {s} {_PLACE[scene.position]}.", f"A small {c} {s} {_PLACE[scene.position]}."))
     if scene.capability == "detail":
-        return rng.choice((f"A patch of {_PATTERN_TEXT[scene.shape]}.", f"A grey patch with {_PATTERN_TEXT[scene.shape]}."))
+        pattern = _PATTERN_TEXT[scene.shape]
+        return rng.choice((f"A patch of {pattern}.", f"A grey patch with {pattern}."))
     if scene.capability == "binding":
         return f"A {c} {s} {_PLACE[scene.position]} and a {scene.other_colour} {scene.other_shape} beside it."
     if scene.capability == "counting":
@@ -457,7 +458,8 @@ def generate(
     """Write the synthetic data set into `out_dir` (skipped when already complete with these parameters).
 
     `num_text` text-only chats (default: `num_train`) go to sharegpt.json; text_eval.json holds `num_eval`
-    text-only questions. Returns the paths of the five JSON files and of the image folder that their `image` fields are relative to.
+    text-only questions. Returns the paths of the five JSON files and of the image folder that their
+    `image` fields are relative to.
     """
     out = Path(out_dir)
     params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_eval": num_eval,

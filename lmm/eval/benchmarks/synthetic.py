@@ -1,7 +1,7 @@
 """The synthetic data's held-out set: one-word answers about drawn shapes, scored by exact match.
 
-Besides the scores, the entry keeps `correct` ({question id: 1 or 0}): the per-question outcomes that
-analysis/intervals.py resamples for 95 % intervals and paired differences between runs.
+Besides the scores, the result keeps `correct` ({question id: 1 or 0}, in the evaluation's scores.json): the
+per-question outcomes that analysis/intervals.py resamples for 95 % intervals and paired differences.
 """
 
 from __future__ import annotations
