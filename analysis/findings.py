@@ -101,6 +101,10 @@ def _pts(estimate: Estimate | None) -> str:
         f"{estimate.format(signed=True)} pts {estimate.interval()}"
 
 
+def _mean_of(n: int, what: str) -> str:
+    return f"one {what}" if n == 1 else f"mean of {n} {what}s"
+
+
 def _sizes(runs: pd.DataFrame) -> list[str]:
     ordered = runs.sort_values(["size_b", "model"], kind="stable")
     return list(dict.fromkeys(ordered["size"]))
@@ -144,7 +148,7 @@ def size_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
         step = mean_difference(_size_pairs(full, upper, lower), outcomes)
         if step is not None:
             steps.append(f"{upper} − {lower} {step.format(signed=True)}")
-    measured = f"{large} − {small}: {_pts(effect)}, mean of {len(pairs)} cells (full fine-tuning)"
+    measured = f"{large} − {small}: {_pts(effect)}, {_mean_of(len(pairs), 'cell')} (full fine-tuning)"
     if len(steps) > 1:
         measured += f"; steps: {'; '.join(steps)}"
     return Finding("1", name, claim, measured, increase_verdict(effect), effect)
@@ -169,7 +173,7 @@ def resolution_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
     if any(e is not None and e.below_zero() for _, e in per_size):
         verdict = NOT_REPRODUCED
     detail = "; ".join(f"{s} {e.format(signed=True)}" for s, e in per_size if e is not None)
-    measured = (f"{int(high)} px − {int(low)} px: {_pts(effect)}, mean over {len(pairs)} sizes "
+    measured = (f"{int(high)} px − {int(low)} px: {_pts(effect)}, {_mean_of(len(pairs), 'size')} "
                 f"(full, no mixing){'; per size: ' + detail if detail else ''}")
     return Finding("2", name, claim, measured, verdict, effect)
 
@@ -186,7 +190,7 @@ def mixing_finding(runs: pd.DataFrame, outcomes: Outcomes, key: str, benchmark: 
         return Finding(key, name, claim, _missing_text(f"mixed and unmixed runs scored on {benchmark}"),
                        INCONCLUSIVE)
     effect = mean_difference(pairs, outcomes)
-    measured = f"mixed − not mixed on {benchmark}: {_pts(effect)}, mean of {len(pairs)} cells (full)"
+    measured = f"mixed − not mixed on {benchmark}: {_pts(effect)}, {_mean_of(len(pairs), 'cell')} (full)"
     return Finding(key, name, claim, measured, increase_verdict(effect), effect)
 
 
@@ -307,4 +311,5 @@ def findings_table(frame: pd.DataFrame, *, sweep=None, benchmark: str = "synthet
              f"95 % bootstrap intervals ({intervals.N_BOOT} replicates, seed {intervals.SEED}). Verdict rules: "
              "analysis/findings.py (an interval that holds 0 is inconclusive; LoRA is 'close' within "
              f"{CLOSE_MARGIN:g} points; timings differing by under {TIMING_NOISE:.0%} count as equal)."]
-    return Table("findings", "The paper's findings, measured on this study.", effects(rows), as_frame(rows), notes)
+    return Table("findings", "The paper's findings, measured on this study.", effects(rows), as_frame(rows), notes,
+                 heading="Findings", text_cells=True)

@@ -74,6 +74,14 @@ class Table:
     values: pd.DataFrame
     display: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # "Table 3a" by default; a table that is not one of the paper's names itself (e.g. "Findings")
+    heading: str = ""
+    # cells of text (the findings table) read better left-aligned; numbers are right-aligned
+    text_cells: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.heading or f"Table {self.key}"
 
     def _flat(self) -> pd.DataFrame:
         frame = self.display.copy()
@@ -83,12 +91,13 @@ class Table:
 
     def to_markdown(self) -> str:
         flat = self._flat()
-        align = ("left",) * self.display.index.nlevels + ("right",) * self.display.shape[1]
+        cells = "left" if self.text_cells else "right"
+        align = ("left",) * self.display.index.nlevels + (cells,) * self.display.shape[1]
         # numbers are already formatted ("72.0", "–"): tabulate must not re-parse them
         empty = not len(flat) or not self.display.shape[1]
         body = "_(no runs)_" if empty else flat.to_markdown(index=False, disable_numparse=True, colalign=align)
         notes = "".join(f"\n\n{n}" for n in self.notes)
-        return f"**Table {self.key}.** {self.title}\n\n{body}{notes}\n"
+        return f"**{self.name}.** {self.title}\n\n{body}{notes}\n"
 
     def to_latex(self) -> str:
         frame = self.display.copy()
@@ -96,14 +105,15 @@ class Table:
         frame.index = _latex_index(frame.index)
         frame.columns = _latex_index(frame.columns)
         styler = frame.style
-        body = styler.to_latex(hrules=True, caption=_latex_text(f"Table {self.key}: {self.title}"),
+        body = styler.to_latex(hrules=True, caption=_latex_text(f"{self.name}: {self.title}"),
                                multicol_align="c", sparse_index=False,
-                               column_format="l" * frame.index.nlevels + "r" * frame.shape[1])
+                               column_format="l" * frame.index.nlevels + ("p{5cm}" if self.text_cells else "r")
+                               * frame.shape[1])
         notes = "".join(f"% {n}\n" for n in self.notes)
         return notes + body
 
     def to_html(self) -> str:
-        styler = self.display.style.set_caption(html.escape(f"Table {self.key}: {self.title}"))
+        styler = self.display.style.set_caption(html.escape(f"{self.name}: {self.title}"))
         styler = styler.format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
         notes = "".join(f"<p>{html.escape(n)}</p>\n" for n in self.notes)
         return styler.to_html() + notes
