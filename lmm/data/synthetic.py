@@ -15,10 +15,10 @@ Answers are one word decided by the pixels alone, so a model fed a blank image s
 The toy study (sweeps/toy.yaml) needs the paper's mechanisms to exist, so three kinds of question carry them,
 by construction and fixed before any study was run:
 
-- resolution: `detail` stripes have a period of 3 px in the 64 px images. Resized for a 32 px tower they
-  are past its Nyquist limit and blur to a near-uniform patch (about 1/5 of the contrast, measured through
-  the CLIP processor: mean vertical gradient 0.20 vs 0.95 at 48 px), so only a higher-resolution tower
-  can tell the patterns apart;
+- resolution: `detail` stripes (1 px lines, 3 px apart) are drawn in the 64 px source images. Resized
+  for a 32 px tower they are past its Nyquist limit and blur to a near-uniform patch (about 1/5 of the
+  contrast, measured through the CLIP processor: mean vertical gradient 0.20 vs 0.95 at 48 px), so only a
+  higher-resolution tower can tell the patterns apart;
 - LLM capacity: `binding` asks for the colour of the shape named in the question, with a second shape
   of another kind and colour beside it: the answer needs the question's word matched against the image
   tokens and the matching shape's colour read out (a composition, not a lookup), which a 2-layer,
@@ -28,10 +28,11 @@ by construction and fixed before any study was run:
   (the Table 5 analogue: a language score) of the same kinds. The image instructions never hold a
   text-only question, so a model trained without mixing has never been asked one. Text questions are
   drawn from a small space (digits 0-9, six opposites, eight words), so the split tests a skill the
-  text-only data teaches rather than unseen facts. Outputs, all in LLaVA's JSON layout and
-byte-identical for a given seed: pretrain.json (captions), finetune.json (multi-turn
-instructions), sharegpt.json (text-only chats), eval.json (held-out images: id, image,
-capability, question, answer, conversations), text_eval.json (text-only questions, same fields
+  text-only data teaches rather than unseen facts.
+
+Outputs, all in LLaVA's JSON layout and byte-identical for a given seed: pretrain.json (captions),
+finetune.json (multi-turn instructions), sharegpt.json (text-only chats), eval.json (held-out images: id,
+image, capability, question, answer, conversations), text_eval.json (text-only questions, same fields
 without image), images under images/{train,eval}/.
 
 The background is CLIP's mean colour, which the image processor normalises to about zero, and the
