@@ -18,7 +18,6 @@ or from the record's entry where it holds them; a run without them (a W&B export
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +148,3 @@ def aligned(by_run: Mapping[str, Mapping[str, int]], keys: Sequence[str]) -> lis
     if not common:
         return None
     return [np.array([by_run[k][q] for q in common], dtype=float) for k in keys]
-
-
-def is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
