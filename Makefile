@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # plus text-only mixing and LoRA r8 at 48 px: 12 two-stage runs on the synthetic benchmark, evaluated on
 # 600 image and 600 text-only questions), then its Table 3/4/5-style tables with 95 % intervals, the
 # findings table (the paper's five findings: measured effect, interval, verdict), cost and plots. A second
-# `make demo` skips every finished run and prints the same tables in seconds.
+# `make demo` skips every finished run and prints the same tables (about a minute of CPU: 56 s measured).
 # One torch thread per run: the tiny models gain nothing from a second one, and on a busy 2-core machine
 # two threads contend (measured: a tiny MLP's forward+backward 10× slower with 2 threads than with 1).
 DEMO_RUNS ?= runs
