@@ -94,7 +94,11 @@ def _varies(view: pd.DataFrame, column: str) -> bool:
 
 
 def grid_choices(sweep: str) -> dict[str, list[str]]:
-    """The Hydra grid of `sweeps/<sweep>.yaml` (`hydra.sweeper.params`): override → values; {} when none."""
+    """The Hydra grid of `sweeps/<sweep>.yaml` (`hydra.sweeper.params`): override → values; {} when none.
+
+    A grid over `experiment` files (the paper's tables, the toy study) also contributes the group choices
+    those files override (`override /vision: tiny_48` → vision: [..., tiny_48]).
+    """
     from omegaconf import OmegaConf
 
     from lmm.sweep import SWEEPS_DIR
@@ -103,7 +107,18 @@ def grid_choices(sweep: str) -> dict[str, list[str]]:
     if not path.exists():
         return {}
     params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
-    return {str(key): [v.strip() for v in str(values).split(",")] for key, values in params.items()}
+    grid = {str(key): [v.strip() for v in str(values).split(",")] for key, values in params.items()}
+    for name in grid.get("experiment", []):
+        experiment = SWEEPS_DIR.parent / "conf" / "experiment" / f"{name}.yaml"
+        if not experiment.exists():
+            continue
+        for entry in OmegaConf.to_container(OmegaConf.load(experiment)).get("defaults") or []:
+            for key, value in (entry.items() if isinstance(entry, dict) else ()):
+                group = str(key).removeprefix("override").strip().lstrip("/")
+                values = grid.setdefault(group, [])
+                if str(value) not in values:
+                    values.append(str(value))
+    return grid
 
 
 def score_keys(frame: pd.DataFrame) -> dict[str, list[int]]:

@@ -9,7 +9,17 @@ import numpy as np
 from PIL import Image
 
 from lmm.data import synthetic
-from lmm.data.synthetic import BACKGROUND, CAPABILITIES, COLOURS, POSITIONS, SHAPES, WORDS, generate
+from lmm.data.synthetic import (
+    BACKGROUND,
+    CAPABILITIES,
+    COLOURS,
+    PATTERNS,
+    POSITIONS,
+    SHAPES,
+    TEXT_KINDS,
+    WORDS,
+    generate,
+)
 
 
 def _files(root):
@@ -26,7 +36,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     generate(tmp_path / "c", seed=4, num_train=40, num_eval=20, image_size=32)
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert _files(tmp_path / "a") != _files(tmp_path / "c")
-    assert set(a) == {"pretrain", "finetune", "sharegpt", "eval", "image_folder"}
+    assert set(a) == {"pretrain", "finetune", "sharegpt", "eval", "text_eval", "image_folder"}
 
 
 def test_generate_is_idempotent_and_regenerates_on_new_parameters(tmp_path):
@@ -82,6 +92,8 @@ def test_eval_capabilities_and_answers(synthetic_data):
         "ocr": set(WORDS),
         "counting": {"1", "2", "3", "4"},
         "spatial": set(POSITIONS),
+        "detail": set(PATTERNS),
+        "binding": set(COLOURS),
     }
     for r in records:
         assert r["answer"] in allowed[r["capability"]]
@@ -134,6 +146,15 @@ def test_answers_are_decidable_from_pixels(synthetic_data):
             dx, dy = xs.mean() / mask.shape[1] - 0.5, ys.mean() / mask.shape[0] - 0.5
             side = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("bottom" if dy > 0 else "top")
             assert side == r["answer"]
+        elif r["capability"] == "binding":
+            # two shapes, one per half; the answer is the colour of one of them
+            pixels = np.asarray(image.convert("RGB"))
+            half = mask.shape[1] // 2
+            colours = set()
+            for columns in (slice(0, half), slice(half, None)):
+                median = np.median(pixels[:, columns][mask[:, columns]], axis=0)
+                colours.add(min(COLOURS, key=lambda c: np.abs(median - COLOURS[c]).sum()))
+            assert len(colours) == 2 and r["answer"] in colours
         elif r["answer"] in COLOURS:
             pixels = np.asarray(image.convert("RGB"))[mask]
             nearest = min(COLOURS, key=lambda c: np.abs(np.median(pixels, axis=0) - COLOURS[c]).sum())
@@ -147,3 +168,45 @@ def test_blank_image_chance_is_low(synthetic_data):
         answers = [r["answer"] for r in records if r["capability"] == capability]
         top = max(answers.count(a) for a in set(answers))
         assert top / len(answers) < 0.75
+
+
+def _directional_contrast(tensor) -> tuple[float, float]:
+    """Mean absolute difference between neighbouring rows and between neighbouring columns."""
+    pixels = tensor.numpy()
+    return float(np.abs(np.diff(pixels, axis=1)).mean()), float(np.abs(np.diff(pixels, axis=2)).mean())
+
+
+def test_detail_stripes_are_resolved_at_48_px_and_blurred_at_32():
+    """The resolution mechanism: 3 px stripes of the 64 px source pass a 48 px tower input, not a 32 px one."""
+    import random
+
+    from lmm.data.images import clip_image_processor, preprocess_image
+
+    rng = random.Random(0)
+    scenes = [s for s in (synthetic.sample_scene(rng, "detail") for _ in range(60)) if s.shape == "horizontal"][:8]
+    contrast = {}
+    for size in (32, 48):
+        processor = clip_image_processor(size)
+        rows_cols = [_directional_contrast(preprocess_image(synthetic.draw_scene(s, 64), processor)) for s in scenes]
+        contrast[size] = np.mean([r - c for r, c in rows_cols])  # horizontal stripes: across rows, not columns
+    assert contrast[48] > 3 * contrast[32] > 0
+
+
+def test_text_eval_split_answers(synthetic_data):
+    records = _load(synthetic_data, "text_eval")
+    assert len(records) == 32 and {r["capability"] for r in records} == set(TEXT_KINDS)
+    for r in records:
+        assert "<image>" not in json.dumps(r) and r["question"].endswith(synthetic.SHORT_ANSWER)
+        words = r["question"].split("\n")[0].rstrip("?.").split()
+        if r["capability"] == "plus":
+            assert int(r["answer"]) == int(words[2]) + int(words[4])
+        elif r["capability"] == "minus":
+            assert int(r["answer"]) == int(words[2]) - int(words[4])
+        elif r["capability"] == "spell":
+            assert r["answer"] == "-".join(words[-1])
+
+
+def test_text_only_chats_teach_the_short_answer_format(synthetic_data):
+    turns = [t for r in _load(synthetic_data, "sharegpt") for t in r["conversations"]]
+    short = [q for q in turns[::2] if q["value"].endswith(synthetic.SHORT_ANSWER)]
+    assert 0.3 < len(short) / len(turns[::2]) < 0.7

@@ -13,6 +13,7 @@ from PIL import Image
 from test_eval_judge_fake import FIXTURES, FakeJudge, copy_fixture, judge_overrides
 
 from lmm.config import compose
+from lmm.data.synthetic import CAPABILITIES, TEXT_KINDS
 from lmm.eval import rescore
 from lmm.eval.benchmarks import (
     BENCHMARK_NAMES,
@@ -337,7 +338,22 @@ def test_synthetic_scores_exact_match(tmp_path, synthetic_data):
     answers[0] = "no idea"
     scores = bench.score(ctx, items, answers, tmp_path)
     assert scores["overall"] == round(100 * 31 / 32, 1) and scores["count"] == 32
-    assert set(scores["categories"]) <= {"recognition", "ocr", "counting", "spatial"}
+    assert set(scores["categories"]) == set(CAPABILITIES)
+    # the per-question outcomes the intervals resample: the one wrong answer is the first question
+    assert list(scores["correct"].values()) == [0] + [1] * 31 and list(scores["correct"]) == [it.id for it in items]
+
+
+def test_synthetic_text_split_has_no_images(tmp_path, synthetic_data):
+    folder = synthetic_data["eval"].parent
+    ctx = context(tmp_path, f"eval.paths.synthetic={folder}")
+    bench = get_benchmark("synthetic_text")
+    items = bench.load(ctx)
+    assert len(items) == 32 and all(it.image is None for it in items)
+    answers = [it.meta["answer"] for it in items]
+    answers[1] = "seven"
+    scores = bench.score(ctx, items, answers, tmp_path)
+    assert scores["overall"] == round(100 * 31 / 32, 1) and set(scores["categories"]) == set(TEXT_KINDS)
+    assert scores["correct"][items[1].id] == 0
 
 
 def test_synthetic_needs_synthetic_data(tmp_path):

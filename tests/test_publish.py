@@ -227,7 +227,7 @@ def test_dashboard_spec_groups_and_one_panel_per_metric_without_network(sweep, n
                    "summary:eval/synthetic/beam1/overall", "summary:eval/llava_bench/beam1/overall",
                    "summary:finetune/gpu_hours_per_node", "summary:finetune/usd"):
         assert len([p for p in by_metric[metric] if p.kind in ("line", "bar")]) == 1, metric
-    assert spec.benchmarks == {"llava_bench": [1], "synthetic": [1]}
+    assert spec.benchmarks == {"llava_bench": [1], "synthetic": [1], "synthetic_text": [1]}
     [scatter] = [p for p in spec.panels() if p.kind == "scatter" and p.x == "summary:finetune/gpu_hours_per_node"]
     assert scatter.y == ["summary:eval/llava_bench/beam1/overall"]
     tables = sorted(p.y[0] for p in spec.panels() if p.kind == "table")

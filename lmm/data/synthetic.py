@@ -5,13 +5,35 @@ Every image shows one "scene" whose kind is a capability:
 - recognition: one shape in the middle (questions: its colour, its shape);
 - spatial: one smaller shape on the left/right/top/bottom (question: where it is);
 - counting: 1-4 small shapes of one kind and colour (question: how many);
-- ocr: a three-letter word written in dark letters (question: which word).
+- ocr: a three-letter word written in dark letters (question: which word);
+- detail: a patch of fine stripes, horizontal, vertical or checked (question: which pattern);
+- binding: two shapes of different kinds and colours side by side (question: the colour of a named one).
 
 Answers are one word decided by the pixels alone, so a model fed a blank image stays near chance
-(1/6 colours, 1/4 shapes/positions/counts, 1/8 words). Outputs, all in LLaVA's JSON layout and
-byte-identical for a given seed: pretrain.json (captions), finetune.json (multi-turn
-instructions), sharegpt.json (text-only chats), eval.json (held-out images: id, image,
-capability, question, answer, conversations), images under images/{train,eval}/.
+(1/6 colours, 1/4 shapes/positions/counts, 1/8 words, 1/3 patterns, 1/2 for binding's two colours).
+
+The toy study (sweeps/toy.yaml) needs the paper's mechanisms to exist, so three kinds of question carry them,
+by construction and fixed before any study was run:
+
+- resolution: `detail` stripes (1 px lines, 3 px apart) are drawn in the 64 px source images. Resized
+  for a 32 px tower they are past its Nyquist limit and blur to a near-uniform patch (about 1/5 of the
+  contrast, measured through the CLIP processor: mean vertical gradient 0.20 vs 0.95 at 48 px), so only a
+  higher-resolution tower can tell the patterns apart;
+- LLM capacity: `binding` asks for the colour of the shape named in the question, with a second shape
+  of another kind and colour beside it: the answer needs the question's word matched against the image
+  tokens and the matching shape's colour read out (a composition, not a lookup), which a 2-layer,
+  64-wide LLM does with less room than a wider, deeper one;
+- language-only data: sharegpt.json's text-only chats (arithmetic, comparisons, opposites, spelling),
+  half of their turns in the short-answer format, and text_eval.json, a held-out-format text-only split
+  (the Table 5 analogue: a language score) of the same kinds. The image instructions never hold a
+  text-only question, so a model trained without mixing has never been asked one. Text questions are
+  drawn from a small space (digits 0-9, six opposites, eight words), so the split tests a skill the
+  text-only data teaches rather than unseen facts.
+
+Outputs, all in LLaVA's JSON layout and byte-identical for a given seed: pretrain.json (captions),
+finetune.json (multi-turn instructions), sharegpt.json (text-only chats), eval.json (held-out images: id,
+image, capability, question, answer, conversations), text_eval.json (text-only questions, same fields
+without image), images under images/{train,eval}/.
 
 The background is CLIP's mean colour, which the image processor normalises to about zero, and the
 recognition shape fills most of the image. Both are for the frozen random-init towers of CPU runs:
@@ -34,7 +56,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER = "synthetic.done.json"
 
 COLOURS = {
@@ -50,7 +72,12 @@ POSITIONS = ("left", "right", "top", "bottom")
 WORDS = ("cat", "dog", "sun", "box", "car", "hat", "pen", "cup")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 MAX_COUNT = 4
-CAPABILITIES = ("recognition", "ocr", "counting", "spatial")
+CAPABILITIES = ("recognition", "ocr", "counting", "spatial", "detail", "binding")
+PATTERNS = ("horizontal", "vertical", "checked")
+# 3 px at the 64 px source: resolved by a 48 px tower input, blurred away at 32 px (see the docstring).
+STRIPE_PERIOD = 3
+STRIPE_INK = (235, 235, 235)
+TEXT_KINDS = ("plus", "minus", "bigger", "opposite", "spell")
 # OpenAI CLIP's mean colour (lmm.data.images.CLIP_MEAN × 255, truncated; also LLaVA's padding colour).
 BACKGROUND = (122, 116, 104)
 INK = (25, 25, 25)
@@ -66,8 +93,12 @@ QUESTIONS = {
     "position": ("Where is the shape in the image?", "In which part of the image is the shape?"),
     "count": ("How many shapes are there?", "How many shapes can you see?"),
     "word": ("What word is written in the image?", "What does the text in the image say?"),
+    "pattern": ("What pattern is in the patch?", "Are the stripes horizontal, vertical or checked?"),
+    "side": ("What shape is on the {side}?",),
+    "binding": ("What colour is the {shape}?", "Which colour does the {shape} have?"),
 }
 _PLACE = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}
+_OTHER_SIDE = {"left": "right", "right": "left"}
 _CENTRES = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75)}
 _QUADRANTS = ((0.27, 0.27), (0.73, 0.27), (0.27, 0.73), (0.73, 0.73))
 
@@ -82,6 +113,9 @@ class Scene:
     position: str = ""
     count: int = 1
     word: str = ""
+    # binding's second shape (the first is `shape`/`colour`, on the `position` side: left or right)
+    other_shape: str = ""
+    other_colour: str = ""
     layout: tuple[tuple[float, float, float], ...] = ()
 
 
@@ -106,6 +140,22 @@ def sample_scene(rng: random.Random, capability: str) -> Scene:
             (x + rng.uniform(-0.05, 0.05), y + rng.uniform(-0.05, 0.05), rng.uniform(0.11, 0.16)) for x, y in cells
         )
         return Scene(capability, shape, colour, count=count, layout=layout)
+    if capability == "detail":
+        # the pattern is `shape`; layout: the patch's top-left corner (px of the 64 px source), its side, phase
+        pattern = rng.choice(PATTERNS)
+        side = rng.randint(30, 40)
+        layout = ((rng.randint(6, 58 - side), rng.randint(6, 58 - side), side),
+                  (rng.randrange(STRIPE_PERIOD), 0.0, 0.0))
+        return Scene(capability, pattern, "", layout=layout)
+    if capability == "binding":
+        other_shape = rng.choice([s for s in SHAPES if s != shape])
+        other_colour = rng.choice([c for c in COLOURS if c != colour])
+        position = rng.choice(("left", "right"))
+        xs = (0.27, 0.73) if position == "left" else (0.73, 0.27)
+        layout = tuple((x + rng.uniform(-0.04, 0.04), 0.5 + rng.uniform(-0.12, 0.12), rng.uniform(0.15, 0.19))
+                       for x in xs)
+        return Scene(capability, shape, colour, position=position, other_shape=other_shape,
+                     other_colour=other_colour, layout=layout)
     if capability == "ocr":
         # The layout of a word is its top-left corner offset as a fraction of the free room.
         return Scene(capability, "", "", word=rng.choice(WORDS), layout=((rng.random(), rng.random(), 0.0),))
@@ -116,12 +166,37 @@ def draw_scene(scene: Scene, size: int) -> Image.Image:
     """Render a scene as an RGB image of `size`×`size` pixels."""
     if scene.capability == "ocr":
         return _draw_word(scene, size)
+    if scene.capability == "detail":
+        return _draw_pattern(scene, size)
     big = size * _SUPERSAMPLE
     image = Image.new("RGB", (big, big), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    if scene.capability == "binding":
+        for (cx, cy, r), shape, colour in zip(scene.layout, (scene.shape, scene.other_shape),
+                                              (scene.colour, scene.other_colour)):
+            _draw_shape(draw, shape, cx * big, cy * big, r * big, COLOURS[colour])
+        return image.reduce(_SUPERSAMPLE)
     for cx, cy, r in scene.layout:
         _draw_shape(draw, scene.shape, cx * big, cy * big, r * big, COLOURS[scene.colour])
     return image.reduce(_SUPERSAMPLE)
+
+
+def _draw_pattern(scene: Scene, size: int) -> Image.Image:
+    # Drawn pixel-exact (no anti-aliasing) at the 64 px source scale, then scaled to `size` like a photo
+    # would be: the stripes' period is a property of the source image, not of the tower that reads it.
+    source = 64
+    image = Image.new("RGB", (source, source), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    (x0, y0, side), (phase, _, _) = scene.layout
+    x0, y0, side, phase = int(x0), int(y0), int(side), int(phase)
+    for y in range(y0, y0 + side):
+        for x in range(x0, x0 + side):
+            across = (y - y0 + phase) % STRIPE_PERIOD == 0
+            down = (x - x0 + phase) % STRIPE_PERIOD == 0
+            on = {"horizontal": across, "vertical": down, "checked": across != down}[scene.shape]
+            if on:
+                draw.point((x, y), fill=STRIPE_INK)
+    return image if size == source else image.resize((size, size), Image.BICUBIC)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
@@ -163,6 +238,10 @@ def _draw_word(scene: Scene, size: int) -> Image.Image:
 # --------------------------------------------------------------------------- text
 
 
+_PATTERN_TEXT = {"horizontal": "fine horizontal stripes", "vertical": "fine vertical stripes",
+                 "checked": "a fine checked pattern"}
+
+
 def _plural(shape: str) -> str:
     return shape + "s"
 
@@ -174,6 +253,11 @@ def caption(scene: Scene, rng: random.Random) -> str:
         return rng.choice((f"A {c} {s}.", f"A {c} {s} on a plain background.", f"There is a {c} {s} in the image."))
     if scene.capability == "spatial":
         return rng.choice((f"A {c} {s} {_PLACE[scene.position]}.", f"A small {c} {s} {_PLACE[scene.position]}."))
+    if scene.capability == "detail":
+        pattern = _PATTERN_TEXT[scene.shape]
+        return rng.choice((f"A patch of {pattern}.", f"A grey patch with {pattern}."))
+    if scene.capability == "binding":
+        return f"A {c} {s} {_PLACE[scene.position]} and a {scene.other_colour} {scene.other_shape} beside it."
     if scene.capability == "counting":
         n = NUMBER_WORDS[scene.count].capitalize()
         return f"{n} {c} {s}." if scene.count == 1 else f"{n} {c} {_plural(s)}."
@@ -187,6 +271,11 @@ def description(scene: Scene) -> str:
         return f"The image shows a single {c} {s} in the middle of a plain background. Nothing else is in it."
     if scene.capability == "spatial":
         return f"The image shows a small {c} {s} {_PLACE[scene.position]} of a plain background. The rest is empty."
+    if scene.capability == "detail":
+        return f"The image shows a square patch of {_PATTERN_TEXT[scene.shape]} on a plain background."
+    if scene.capability == "binding":
+        return (f"The image shows two shapes: a {c} {s} {_PLACE[scene.position]} and a {scene.other_colour} "
+                f"{scene.other_shape} {_PLACE[_OTHER_SIDE[scene.position]]}.")
     if scene.capability == "counting":
         things = f"one {c} {s}" if scene.count == 1 else f"{NUMBER_WORDS[scene.count]} {c} {_plural(s)}"
         return f"The image shows {things} on a plain background. There are {scene.count} in total."
@@ -204,6 +293,15 @@ def short_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
         return [(pick("position"), scene.position), (pick("colour"), scene.colour), (pick("shape"), scene.shape)]
     if scene.capability == "counting":
         return [(pick("count"), str(scene.count)), (pick("colours"), scene.colour), (pick("shapes"), scene.shape)]
+    if scene.capability == "detail":
+        return [(pick("pattern"), scene.shape)]
+    if scene.capability == "binding":
+        # the tested question first: the colour of one named shape (either of the two, equally often)
+        first = rng.random() < 0.5
+        shape, colour = (scene.shape, scene.colour) if first else (scene.other_shape, scene.other_colour)
+        side, on_side = (scene.position, scene.shape) if rng.random() < 0.5 else \
+            (_OTHER_SIDE[scene.position], scene.other_shape)
+        return [(pick("binding").format(shape=shape), colour), (pick("side").format(side=side), on_side)]
     return [(pick("word"), scene.word)]
 
 
@@ -237,22 +335,34 @@ def instruction_conversation(scene: Scene, rng: random.Random) -> list[dict[str,
 _OPPOSITES = (("left", "right"), ("top", "bottom"), ("big", "small"), ("hot", "cold"), ("day", "night"), ("up", "down"))
 
 
-def text_exchange(rng: random.Random) -> tuple[str, str]:
-    """One text-only question and answer (ShareGPT stand-in: arithmetic, spelling, opposites…)."""
-    kind = rng.randrange(5)
+def text_item(rng: random.Random, kind: str | None = None) -> tuple[str, str, str, str]:
+    """One text-only question: (kind, question, sentence answer, one-word answer); kinds in TEXT_KINDS."""
+    kind = kind or rng.choice(TEXT_KINDS)
     a, b = rng.randint(0, 9), rng.randint(0, 9)
-    if kind == 0:
-        return f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."
-    if kind == 1:
+    if kind == "plus":
+        return kind, f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.", str(a + b)
+    if kind == "minus":
         a, b = max(a, b), min(a, b)
-        return f"What is {a} minus {b}?", f"{a} minus {b} is {a - b}."
-    if kind == 2:
+        return kind, f"What is {a} minus {b}?", f"{a} minus {b} is {a - b}.", str(a - b)
+    if kind == "spell":
         word = rng.choice(WORDS)
-        return f"Spell the word {word}.", "-".join(word)
-    if kind == 3:
-        x, y = rng.choice(_OPPOSITES)
-        return f"What is the opposite of {x}?", f"The opposite of {x} is {y}."
-    return f"Which is bigger, {a} or {b}?", (f"{max(a, b)} is bigger." if a != b else "They are equal.")
+        return kind, f"Spell the word {word}.", "-".join(word), "-".join(word)
+    if kind == "opposite":
+        x, y = rng.choice(_OPPOSITES + tuple((y, x) for x, y in _OPPOSITES))
+        return kind, f"What is the opposite of {x}?", f"The opposite of {x} is {y}.", y
+    if kind == "bigger":
+        while a == b:
+            b = rng.randint(0, 9)
+        return kind, f"Which is bigger, {a} or {b}?", f"{max(a, b)} is bigger.", str(max(a, b))
+    raise ValueError(f"unknown text kind {kind!r}; expected one of {TEXT_KINDS}")
+
+
+def text_exchange(rng: random.Random) -> tuple[str, str]:
+    """One text-only question and answer (ShareGPT stand-in), in chat form or, half the time, short-answer form."""
+    _, question, sentence, word = text_item(rng)
+    if rng.random() < 0.5:
+        return question, sentence
+    return f"{question}\n{SHORT_ANSWER}", word
 
 
 def text_conversation(rng: random.Random) -> list[dict[str, str]]:
@@ -261,6 +371,18 @@ def text_conversation(rng: random.Random) -> list[dict[str, str]]:
         q, a = text_exchange(rng)
         turns += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
     return turns
+
+
+def text_eval_records(seed: int, n: int) -> list[dict]:
+    """The text-only eval split: `n` short-answer questions, the kinds in turn (id, capability, question, answer)."""
+    rng = random.Random(f"lmm-synthetic-{seed}-text-eval")
+    records = []
+    for i in range(n):
+        kind, question, _, answer = text_item(rng, TEXT_KINDS[i % len(TEXT_KINDS)])
+        prompt = f"{question}\n{SHORT_ANSWER}"
+        records.append({"id": f"text-eval-{i:06d}", "capability": kind, "question": prompt, "answer": answer,
+                        "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]})
+    return records
 
 
 def corpus_lines() -> Iterator[str]:
@@ -274,8 +396,9 @@ def corpus_lines() -> Iterator[str]:
             for q, a in short_questions(scene, rng):
                 yield f"{q}\n{SHORT_ANSWER} {a}"
     for _ in range(200):
-        q, a = text_exchange(rng)
-        yield f"{q} {a}"
+        _, q, sentence, word = text_item(rng)
+        yield f"{q} {sentence}"
+        yield f"{q}\n{SHORT_ANSWER} {word}"
     yield from DESCRIBE
     for qs in QUESTIONS.values():
         yield from qs
@@ -321,7 +444,7 @@ def _write_json(path: Path, records) -> None:
 
 
 def _paths(out: Path) -> dict[str, Path]:
-    names = ("pretrain", "finetune", "sharegpt", "eval")
+    names = ("pretrain", "finetune", "sharegpt", "eval", "text_eval")
     return {**{n: out / f"{n}.json" for n in names}, "image_folder": out / "images"}
 
 
@@ -335,8 +458,9 @@ def generate(
 ) -> dict[str, Path]:
     """Write the synthetic data set into `out_dir` (skipped when already complete with these parameters).
 
-    `num_text` text-only chats (default: `num_train`) go to sharegpt.json. Returns the paths of the
-    four JSON files and of the image folder that their `image` fields are relative to.
+    `num_text` text-only chats (default: `num_train`) go to sharegpt.json; text_eval.json holds `num_eval`
+    text-only questions. Returns the paths of the five JSON files and of the image folder that their
+    `image` fields are relative to.
     """
     out = Path(out_dir)
     params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train, "num_eval": num_eval,
@@ -366,6 +490,7 @@ def generate(
         {"id": f"text-{i:06d}", "conversations": text_conversation(rng)} for i in range(params["num_text"])
     ])
     _write_json(paths["eval"], [_eval_record(i, rel, scene, rng) for i, (rel, scene) in enumerate(held_out)])
+    _write_json(paths["text_eval"], text_eval_records(seed, num_eval))
     marker.write_text(json.dumps(params) + "\n")
     return paths
 

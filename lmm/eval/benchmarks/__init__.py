@@ -19,13 +19,15 @@ def _registry() -> dict[str, Benchmark]:
     from lmm.eval.benchmarks.mmlu import MMLU
     from lmm.eval.benchmarks.mmvet import MMVet
     from lmm.eval.benchmarks.synthetic import Synthetic
+    from lmm.eval.benchmarks.synthetic_text import SyntheticText
     from lmm.eval.benchmarks.vicuna80 import Vicuna80
 
     return {b.name: b for b in (LlavaBench("llava_bench"), LlavaBench("llava_bench_coco"), MMVet(), MMBench(),
-                                Vicuna80(), MMLU(), Synthetic())}
+                                Vicuna80(), MMLU(), Synthetic(), SyntheticText())}
 
 
-BENCHMARK_NAMES = ("llava_bench", "llava_bench_coco", "mmvet", "mmbench", "vicuna80", "mmlu", "synthetic")
+BENCHMARK_NAMES = ("llava_bench", "llava_bench_coco", "mmvet", "mmbench", "vicuna80", "mmlu", "synthetic",
+                   "synthetic_text")
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -1,4 +1,8 @@
-"""The synthetic data's held-out set: one-word answers about drawn shapes, scored by exact match."""
+"""The synthetic data's held-out set: one-word answers about drawn shapes, scored by exact match.
+
+Besides the scores, the result keeps `correct` ({question id: 1 or 0}, in the evaluation's scores.json): the
+per-question outcomes that analysis/intervals.py resamples for 95 % intervals and paired differences.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, MissingBenchmarkData, read_json
-from lmm.eval.synthetic import exact_match_scores
+from lmm.eval.synthetic import exact_match_scores, normalise
 
 
 def synthetic_folder(ctx: EvalContext) -> Path:
@@ -40,4 +44,9 @@ class Synthetic(Benchmark):
         scores = exact_match_scores([it.meta for it in items], list(answers))
         overall = scores["overall"]
         return {"overall": overall, "categories": scores["categories"], "runs": [overall], "std": 0.0,
-                "parse_failures": 0, "count": scores["count"]}
+                "parse_failures": 0, "count": scores["count"], "correct": correct_by_id(items, answers)}
+
+
+def correct_by_id(items: Sequence[Item], answers: Sequence[str]) -> dict[str, int]:
+    """{question id: 1 if the answer matched exactly (after normalising), else 0}."""
+    return {str(it.id): int(normalise(a) == normalise(it.meta["answer"])) for it, a in zip(items, answers, strict=True)}
