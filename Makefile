@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 # 600 image and 600 text-only questions), then its Table 3/4/5-style tables with 95 % intervals, the
 # findings table (the paper's five findings: measured effect, interval, verdict), cost and plots. A second
 # `make demo` skips every finished run and prints the same tables (about a minute of CPU: 56 s measured).
-# One torch thread per run: the tiny models gain nothing from a second one, and on a busy 2-core machine
-# two threads contend (measured: a tiny MLP's forward+backward 10× slower with 2 threads than with 1).
+# One torch thread per run and one run per core at once (the local submitit launcher: each job in its own
+# process, started when its stage 1 is done; hydra.launcher.max_parallel, default the core count): the
+# tiny models gain nothing from a second thread, and on a busy 2-core machine two threads contend
+# (measured: a tiny MLP's forward+backward 10× slower with 2 threads than with 1).
 DEMO_RUNS ?= runs
 DEMO_THREADS ?= 1
 demo: setup
-	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m lmm.sweep run toy paths.root=.
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m lmm.sweep run toy paths.root=. hydra/launcher=submitit
 	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --table 3 --format md
 	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --table 4 --format md
 	$(PY) -m analysis.tables --runs $(DEMO_RUNS) --sweep toy --benchmark synthetic --table 5 --format md

@@ -200,3 +200,43 @@ def test_a_submission_without_its_data_fails_before_any_job(tmp_path):
     assert "Traceback" not in log
     assert "llava_instruct_80k.json" in log and "#0" not in log.split("Not submitting")[1]
     assert not list(tmp_path.rglob("jobs.jsonl"))  # nothing was submitted, not even the valid point
+
+
+class _FakeJob:
+    """A job handle that is done `seconds` after it starts."""
+
+    def __init__(self, seconds: float):
+        self.end = time.time() + seconds
+
+    def done(self) -> bool:
+        return time.time() >= self.end
+
+
+def test_the_local_launcher_starts_a_job_once_its_dependencies_end_within_max_parallel_processes():
+    from types import SimpleNamespace
+
+    from hydra_plugins.lmm_launcher.launcher import LmmLocalLauncher
+
+    def spec(name: str, tasks: int, seconds: float, after=()):
+        return SimpleNamespace(name=name, after=list(after), handle=None, seconds=seconds,
+                               resources=SimpleNamespace(nodes=1, tasks_per_node=tasks), cfg=SimpleNamespace(sweep="s"))
+
+    stage1_a = spec("stage1_a", 1, 0.6)
+    train_a = spec("train_a", 1, 0.2, after=[stage1_a])
+    stage1_b = spec("stage1_b", 1, 0.2)
+    wide = spec("wide", 2, 0.2)
+    starts = []
+
+    def submit(self, job, sweep):
+        busy = sum(j.resources.tasks_per_node for j, _, _ in starts if not j.handle.done())
+        starts.append((job, busy, time.time()))
+        job.handle = _FakeJob(job.seconds)
+
+    launcher = LmmLocalLauncher(max_parallel=2)
+    launcher._submit = submit.__get__(launcher)
+    launcher._submit_all([stage1_a, train_a, stage1_b, wide])
+    # stage1_b does not queue behind train_a, which waits for stage1_a; the 2-task job waits for 2 free slots.
+    assert [job.name for job, _, _ in starts] == ["stage1_a", "stage1_b", "train_a", "wide"]
+    assert all(busy + job.resources.tasks_per_node <= 2 for job, busy, _ in starts)
+    started = {job.name: at for job, _, at in starts}
+    assert started["train_a"] >= stage1_a.handle.end and started["wide"] >= train_a.handle.end

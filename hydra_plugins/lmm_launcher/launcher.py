@@ -21,6 +21,7 @@ grid point is predicted to run out of memory.
 # dataclasses cannot resolve string annotations.
 
 import logging
+import os
 import re
 import sys
 import time
@@ -62,6 +63,8 @@ class LmmLocalConf:
 
     _target_: str = "hydra_plugins.lmm_launcher.launcher.LmmLocalLauncher"
     wait: bool = True
+    # Processes run at once (a job of n tasks counts n); 0: one per CPU core. More would only share the cores.
+    max_parallel: int = 0
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="lmm_slurm", node=LmmSlurmConf, provider="lmm")
@@ -115,6 +118,11 @@ class _LmmSubmititMixin:
     def __init__(self, wait: bool = True, **params: Any) -> None:
         self.wait = wait
         super().__init__(**params)
+
+    def _submit_all(self, specs: list) -> None:
+        """In plan order: SLURM holds each job until its dependencies end (afterok)."""
+        for spec in specs:
+            self._submit(spec, str(spec.cfg.sweep))
 
     # -- planning: in the submitting process, before anything is submitted -------------------------
 
@@ -315,8 +323,7 @@ class _LmmSubmititMixin:
             link_into_sweep(point.folder, sweep_link(point.cfg))
         for note in notes:
             log.info("\t%s", note)
-        for spec in specs:
-            self._submit(spec, str(spec.cfg.sweep))
+        self._submit_all(specs)
         submitted = [s for s in specs if s.handle is not None]
         log.info("%d job(s) submitted (%s)", len(submitted),
                  ", ".join(f"{sum(s.kind == k for s in submitted)} {k}" for k in ("stage1", "train", "eval")))
@@ -475,3 +482,30 @@ class LmmSlurmLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
 
 class LmmLocalLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
     _EXECUTOR = "local"
+
+    def __init__(self, wait: bool = True, max_parallel: int = 0, **params: Any) -> None:
+        super().__init__(wait=wait, **params)
+        self.max_parallel = max_parallel or os.cpu_count() or 1
+
+    def _submit_all(self, specs: list) -> None:
+        """No scheduler here: start each job once its dependencies have ended (plan order among the ready
+        ones), with at most max_parallel processes at once (a job of n tasks counts n; a bigger one runs alone)."""
+        pending, running = list(specs), []
+        while pending:
+            busy = sum(processes(s) for s in running if not s.handle.done())
+            waiting = {id(s) for s in pending}  # identity: a JobSpec's == would compare whole configs
+            ready = [s for s in pending if all(id(dep) not in waiting and (dep.handle is None or dep.handle.done())
+                                               for dep in s.after)]
+            spec = next((s for s in ready if busy == 0 or busy + processes(s) <= self.max_parallel), None)
+            if spec is None:
+                time.sleep(0.2)
+                continue
+            pending = [s for s in pending if s is not spec]
+            self._submit(spec, str(spec.cfg.sweep))  # a job whose dependency failed is not submitted
+            if spec.handle is not None:
+                running.append(spec)
+
+
+def processes(spec: JobSpec) -> int:
+    """The processes a job starts: one per task."""
+    return spec.resources.nodes * spec.resources.tasks_per_node
