@@ -21,6 +21,10 @@ A stage-2 record (`kind: "stage2"`, in runs/<sweep>/<run_id>) holds:
 - `eval`: `{benchmark: {"beam<k>": {"overall", "categories", "judge_model", "runs", "std", ...}}}`, empty
   until evaluation merges its scores (`set_eval_score`, or `update_record(folder, eval=...)`).
 
+A stage-0 record (`kind: "stage0"`, runs/stage0/<id>, beside its LLM folder `model/`) has the identity, `base`,
+`hparams` (the stage-0 recipe), `resources`, `stages: {"stage0": summary}` (tokens seen, wall time, GPU-hours per
+node, $) and `cost`, plus `stage0`: its raw statistics (loss curve included).
+
 A stage-1 record (`kind: "stage1"`, runs/stage1/<id>) has the same identity, choices, hparams, resources,
 `stages: {"pretrain": summary}` and `cost`, plus `pretrain`: its raw statistics (loss curve included).
 
@@ -216,6 +220,40 @@ def build_stage1_record(cfg, stats: dict) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "pretrain": stats,
         "assembled": stats["assembled"],
+    }
+
+
+def build_stage0_record(cfg, stats: dict) -> dict:
+    """The record of a stage-0 run (the LLM instruction-tuned from `model.base`), from `train_stage`'s stats:
+    tokens seen, GPU-hours per node and $ in `stages.stage0` and `cost`, the loss curve in `stage0.losses`."""
+    from omegaconf import OmegaConf
+
+    from lmm.launch.identity import stage0_id
+
+    summary = stage_summary(cfg, stats, stage0_id(cfg))
+    stages = {"stage0": summary}
+    s = cfg.stage0
+    return {
+        "run_id": stage0_id(cfg),
+        "kind": "stage0",
+        "sweep": cfg.sweep,
+        "seed": int(cfg.seed),
+        "finished_at": _now(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "base": str(cfg.model.base),
+        "model": str(cfg.model.name),
+        "hparams": {"lr": float(s.lr), "global_batch_size": int(s.global_batch_size),
+                    "micro_batch_size": int(s.micro_batch_size), "epochs": float(s.epochs), "nodes": int(s.nodes),
+                    "lr_scheduler": str(s.lr_scheduler), "warmup_ratio": float(s.warmup_ratio),
+                    "weight_decay": float(s.weight_decay), "max_length": int(s.data.max_length),
+                    "zero_stage": int(s.zero_stage), "template": str(cfg.model.template),
+                    "data": str(s.data.name)},
+        "resources": _resources(cfg, summary),
+        "stages": stages,
+        "cost": _cost(cfg, stages),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "stage0": stats,
+        "assembled": stats["assembled"],  # the base LLM it started from
     }
 
 
