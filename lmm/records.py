@@ -17,7 +17,8 @@ A stage-2 record (`kind: "stage2"`, in runs/<sweep>/<run_id>) holds:
   counts the run's stage 1 in full even when other runs share it; the analysis counts a shared stage 1
   once per sweep;
 - `finetune`: the stage's raw statistics from `train_stage` (loss curve in `finetune.losses`),
-  `stage1`: `{run_id, folder, wall_time_s}`, `assembled`: the base model folder;
+  `stage1`: `{run_id, folder, wall_time_s}`, `assembled`: the base model folder; `stage0`: `{run_id, folder}` of
+  the stage-0 run that made the LLM (only when it did: model.path null, model.base set);
 - `eval`: `{benchmark: {"beam<k>": {"overall", "categories", "judge_model", "runs", "std", ...}}}`, empty
   until evaluation merges its scores (`set_eval_score`, or `update_record(folder, eval=...)`).
 
@@ -220,7 +221,18 @@ def build_stage1_record(cfg, stats: dict) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "pretrain": stats,
         "assembled": stats["assembled"],
+        **({"stage0": stage0_pointer(cfg)} if stage0_pointer(cfg) else {}),
     }
+
+
+def stage0_pointer(cfg) -> dict | None:
+    """{run_id, folder} of the stage-0 run whose LLM this run starts from; None when the LLM has a checkpoint."""
+    from lmm.launch.identity import stage0_active, stage0_dir
+
+    if not stage0_active(cfg):
+        return None
+    folder = stage0_dir(cfg)
+    return {"run_id": folder.name, "folder": str(folder)}
 
 
 def build_stage0_record(cfg, stats: dict) -> dict:
@@ -304,6 +316,7 @@ def build_run_record(cfg, stage1_stats: dict | None, stage2_stats: dict, stage1_
         "cost": _cost(cfg, stages),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "stage1": stage1,
+        **({"stage0": stage0_pointer(cfg)} if stage0_pointer(cfg) else {}),
         "finetune": stage2_stats,
         "assembled": stage2_stats["assembled"],
         "eval": {},

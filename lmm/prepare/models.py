@@ -68,6 +68,8 @@ def model_of(cfg: DictConfig, kind: str) -> Model:
         expected = {"hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
                     "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
                     "num_key_value_heads": m.num_kv_heads or m.num_heads, "vocab_size": m.vocab_size}
+        if not m.path and m.get("base"):  # stage 0 trains the LLM from its base: that is what is fetched and read
+            return Model(str(m.name), "llm", str(m.base), False, expected)
         return Model(str(m.name), "llm", m.path, bool(m.local_only), expected)
     v = cfg.vision
     expected = {"hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,

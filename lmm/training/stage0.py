@@ -1,4 +1,4 @@
-"""Stage 0's model: the base LLM as a plain causal LM (no vision tower), fully trained, saved as a Hugging Face folder."""
+"""Stage 0's model: the base LLM as a plain causal LM (no vision tower), fully trained, saved as an HF folder."""
 
 from __future__ import annotations
 
