@@ -65,7 +65,11 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
         f"  setting {cfg.setting}: cluster {cfg.cluster.name} ({cfg.cluster.gpus_per_node} × {cfg.cluster.gpu_type} "
         f"per node), stage-1 data {cfg.pretrain_data.name}, stage-2 data {cfg.data.name}",
     ]
+    plan = plan or preflight(cfg, stage1_present=stage1_present)
     for stage in planned_stages(cfg):  # stage 0 first where this job trains it
+        if stage == "stage0" and plan.stage("stage0").reused:
+            lines.append(f"  [stage0] LLM from {stage0_dir(cfg)}/model (done, or its own stage-0 job first)")
+            continue
         lines += _stage_lines(cfg, stage)
     if cfg.stage.name not in ("pretrain", "stage0"):
         if cfg.stage.projector_path:
@@ -79,7 +83,7 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
     lines.append(f"  output: {run_dir(cfg)}")
     if cfg.stage.name not in ("pretrain", "stage0"):
         lines.append(f"  listed in sweep {cfg.sweep}: {sweep_link(cfg)}")
-    lines.append(f"  {summary_line(plan or preflight(cfg, stage1_present=stage1_present))}")
+    lines.append(f"  {summary_line(plan)}")
     if cfg.eval.benchmarks and cfg.task != "train" and cfg.stage.name not in ("pretrain", "stage0"):
         lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
     return "\n".join(lines)
