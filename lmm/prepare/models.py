@@ -32,7 +32,8 @@ NO_65B = (
     "ShareGPT, 159M tokens) and never released it, so there is nothing to download. Put a Hugging Face folder of "
     "a Vicuna-style 65B LLaMA (config.json, tokenizer, safetensors) on shared disk and point the runs at it with "
     "LMM_VICUNA_65B=/path/to/vicuna-65b (or paths.vicuna_65b=/path); `python -m lmm.prepare verify 65b` then "
-    "checks it. Training that checkpoint here (a stage-0 run on ShareGPT) is planned in a separate issue.")
+    "checks it. Or let stage 0 train it from LLaMA-65B on ShareGPT first: model.base=huggyllama/llama-65b (the "
+    "preset's default; `python -m lmm.prepare models 65b` then fetches that base).")
 
 
 @dataclass
