@@ -78,6 +78,9 @@ def test_stage0_runs_only_without_a_checkpoint_and_its_id_enters_stage_1_and_2(t
         assert stage1_id(other) != stage1_id(cfg) and stage2_id(other) != stage2_id(cfg), change
     other = _stage0_cfg(tmp_path, base_llm.parent / "another-base")
     assert (stage0_id(other), stage1_id(other)) != (stage0_id(cfg), stage1_id(cfg))
+    # Stage 0 reads no image: runs with another tower share it (but not stage 1).
+    tower = _stage0_cfg(tmp_path, base_llm, "vision=tiny_48")
+    assert stage0_id(tower) == stage0_id(cfg) and stage1_id(tower) != stage1_id(cfg)
     # How it runs is not what it computes.
     for change in ("stage0.zero_stage=2", "stage0.gradient_checkpointing=true", "stage0.data.num_workers=3"):
         assert stage0_id(_stage0_cfg(tmp_path, base_llm, change)) == stage0_id(cfg), change

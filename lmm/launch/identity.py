@@ -20,8 +20,9 @@ STORES = (STAGE0_STORE, STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
 _LOCATION_KEYS = {"path", "image_folder", "sharegpt_path", "num_workers", "tokenizer"}
 # model.base counts through the stage-0 id (when stage 0 makes the LLM), so ids of models with a path stay as they were.
 _MODEL_SOURCE_KEYS = {"base"}
-# Stage-0 settings that change how it runs, not the weights it produces.
-_STAGE0_BOOKKEEPING = {"zero_stage", "gradient_checkpointing"}
+# Stage-0 settings that change how it runs, not the weights it produces; and image settings its text-only data
+# inherits from the run's tower (stage 0 reads no image: a 224-px and a 336-px run share one stage 0).
+_STAGE0_BOOKKEEPING = {"zero_stage", "gradient_checkpointing", "image_size", "image_aspect", "max_bad_fraction"}
 # Trainer settings that do not change the trained weights.
 _TRAINER_BOOKKEEPING = {"save_steps", "save_total_limit", "logging_steps", "gradient_checkpointing"}
 
