@@ -230,3 +230,33 @@ def test_no_checkpoint_and_no_base_fails_in_one_line_before_any_job_is_submitted
     [line] = [line for line in out.stderr.splitlines() if message in line]
     assert "LMM_VICUNA_65B=/path/to/vicuna-65b" in line and "model.base=huggyllama/llama-65b" in line
     assert not list(tmp_path.rglob("jobs.jsonl")) and not (tmp_path / "runs" / "stage0").exists()
+
+
+@pytest.mark.slow
+def test_the_local_executor_runs_stage0_stage1_and_training_as_dependent_jobs_once(tmp_path, base_llm):
+    """`hydra/launcher=submitit` runs the SLURM job plan as processes: one stage-0 job for both grid points, then
+    stage 1, then the two trainings; the same command again submits nothing."""
+    from lmm.launch.jobs import read_jobs
+
+    def launch() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit", f"paths.root={tmp_path}",
+             "debug=fast", f"model.base={base_llm}", "tuning=full,lora", "tuning.rank=8"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+
+    out = launch()
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "4 job(s) submitted (1 stage0, 1 stage1, 2 train, 0 eval)" in log
+    cfg = _stage0_cfg(tmp_path, base_llm)
+    [job0] = read_jobs(stage0_dir(cfg))
+    [job1] = read_jobs(stage1_dir(cfg))
+    assert job0["kind"] == "stage0" and any("stage=stage0" in o for o in job0["overrides"][0])
+    assert f"afterok:{job0['job_id']}" in log and f"afterok:{job1['job_id']}" in log
+    for method in ("full", "lora"):
+        assert json.loads((run_dir(_stage0_cfg(tmp_path, base_llm, f"tuning={method}", "tuning.rank=8"))
+                           / "results.json").read_text())["stage0"]["run_id"] == stage0_dir(cfg).name
+    again = launch()
+    assert again.returncode == 0 and "0 job(s) submitted (0 stage0, 0 stage1, 0 train, 0 eval)" in again.stdout + \
+        again.stderr
+    assert len(read_jobs(stage0_dir(cfg))) == 1
