@@ -205,7 +205,7 @@ class _LmmSubmititMixin:
             if is_locked(folder):
                 notes.append(f"stage 0 {key}: running outside a job")
                 return None
-            s0_overrides = [*overrides, "stage=stage0"]
+            s0_overrides = [*(o for o in overrides if not o.startswith("stage=")), "stage=stage0"]
             try:
                 cfg = self._compose(s0_overrides)
                 validate(cfg)
@@ -245,7 +245,7 @@ class _LmmSubmititMixin:
             except (ConfigError, PredictedOOM, ValueError) as error:
                 problems.append(f"#{point.num} {point.label} [its stage 1, a job of its own]:\n{error}")
                 return None
-            after, after_ids = waits_for(stage0_job(point, [o for o in overrides if o != "stage=pretrain"]))
+            after, after_ids = waits_for(stage0_job(point, overrides))
             stage1_jobs[key] = JobSpec("stage1", key, folder, cfg, [(point.num, overrides)],
                                        job_resources(cfg, "stage1"), after, after_ids)
             specs.append(stage1_jobs[key])
@@ -256,6 +256,10 @@ class _LmmSubmititMixin:
             groups.setdefault(point.run_id, []).append(point)
         for run_id, members in groups.items():
             first = members[0]
+            if first.cfg.stage.name == "stage0":  # the LLM alone: its stage-0 job, nothing after it
+                if stage0_job(first, first.overrides) is None and is_done(first.folder):
+                    notes.append(f"stage 0 {run_id}: done")
+                continue
             if first.cfg.stage.name == "pretrain":
                 if stage1_job(first, first.cfg, first.overrides) is None and is_done(first.folder):
                     notes.append(f"stage 1 {run_id}: done")
