@@ -132,7 +132,10 @@ def assemble(cfg: DictConfig) -> Path:
     out = assembled_dir(cfg)
     if (out / MARKER).exists():
         return out
-    llm_source(cfg)
+    llm_source(cfg)  # a missing local-only checkpoint fails here, before the lock
+    if stage0_active(cfg) and not (stage0_dir(cfg) / "DONE").exists():
+        raise MissingCheckpoint(f"model={cfg.model.name}: its LLM comes from stage 0, which has not finished "
+                                f"({stage0_dir(cfg)}): train it first with stage=stage0 (or stage=both).")
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if not distributed or dist.get_rank() == 0:
         # The lock also serialises separate jobs (e.g. a grid) that need the same assembled model.
