@@ -109,7 +109,8 @@ def run_pipeline(cfg: DictConfig) -> Path:
 
 def _train_run(cfg: DictConfig, target: Path) -> None:
     started = time.time()
-    run_stage0(cfg)  # stage 2 reads the LLM too (e.g. with stage.projector_path); a no-op once done
+    if cfg.stage.projector_path:  # no stage 1 to train it first; stage 2 reads the LLM (a no-op once done)
+        run_stage0(cfg)
     stage1 = run_stage1(cfg) if "pretrain" in stages_of(cfg) else None
     projector = Path(cfg.stage.projector_path) if cfg.stage.projector_path else stage1 or stage1_dir(cfg)
     stats = train_stage(cfg, "finetune", target, projector)

@@ -278,7 +278,7 @@ class _LmmSubmititMixin:
                     dep = stage1_job(first, self._compose(s1_overrides), s1_overrides)
                     if dep is not None or is_done(stage1_dir(first.cfg)):
                         overrides.append("stage=finetune")  # stage 1 is done, or its job's afterok says so
-                if dep is None:  # no stage-1 job (done, or stage.projector_path): it may still need its LLM
+                if first.cfg.stage.projector_path:  # no stage 1 before it: it reads the stage-0 LLM itself
                     dep = stage0_job(first, first.overrides)
                 cfg = self._compose(overrides)
                 train = JobSpec("train", run_id, first.folder, cfg, [(first.num, overrides)],
