@@ -78,6 +78,9 @@ class ModelConfig:
     path: Optional[str] = None
     # True when no public checkpoint exists and the user must supply a local folder (the paper's Vicuna-65B).
     local_only: bool = False
+    # The base LLM (hub id or local folder) that stage 0 instruction-tunes into this model when `path` is null
+    # (65b: LLaMA-65B → the paper's own Vicuna-65B). Not part of stage-1/2 ids: they include the stage-0 id.
+    base: Optional[str] = None
     # Tokenizer: null = the checkpoint's own; "tiny" = the small offline tokenizer; or a folder/tokenizer.json.
     tokenizer: Optional[str] = None
     template: str = "vicuna_v1"
@@ -176,9 +179,33 @@ class DataConfig:
 class StageConfig:
     """Which stages this run executes and where stage 2 finds its stage-1 projector."""
 
-    name: str = MISSING  # pretrain | finetune | both
+    name: str = MISSING  # pretrain | finetune | both | stage0 (only the LLM's stage 0: the launcher's stage-0 job)
     # An explicit stage-1 projector (file or run folder); null = the stage-1 run with the matching id.
     projector_path: Optional[str] = None
+
+
+@dataclass
+class Stage0Config:
+    """Stage 0: language-only instruction tuning of `model.base` on ShareGPT into the chat LLM stages 1-2 start from.
+
+    Runs only when `model.path` is null and `model.base` is set (conf/stage0/: FastChat's Vicuna recipe).
+    Full fine-tuning of the plain causal LM (no vision tower), loss on assistant turns only, `model.template`.
+    """
+
+    name: str = MISSING
+    lr: float = MISSING
+    global_batch_size: int = MISSING
+    micro_batch_size: int = MISSING
+    epochs: float = MISSING
+    nodes: int = 1  # nodes of the stage-0 job (its own job on SLURM; an in-process run uses the job's nodes)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    # How it runs, not what it computes (not part of the stage-0 id):
+    zero_stage: int = 3
+    gradient_checkpointing: bool = True
+    # A ShareGPT-format JSON (`python -m lmm.data.sharegpt` writes one); max_length is FastChat's model_max_length.
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 @dataclass
@@ -378,6 +405,7 @@ class RunConfig:
     data: DataConfig = MISSING  # stage 2
     pretrain_data: DataConfig = MISSING  # stage 1
     stage: StageConfig = MISSING
+    stage0: Stage0Config = MISSING
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)

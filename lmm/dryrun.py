@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id, sweep_link
+from lmm.launch.identity import run_dir, run_id, stage0_dir, stage1_dir, stage1_id, sweep_link
 from lmm.plan import preflight
 from lmm.plan.memory import stage_zero
 from lmm.plan.report import summary_line
+from lmm.plan.workload import stages_of as planned_stages
 from lmm.validate import accumulation_steps, world_size
 
 TRAINABLE = {
+    "stage0": "the whole LLM from model.base, text only (no tower, no projector)",
     "pretrain": "projector (CLIP and LLM frozen)",
     "full": "projector + LLM (CLIP frozen)",
     "lora": "projector + LoRA adapters on the LLM (LLM base and CLIP frozen)",
@@ -19,16 +21,17 @@ TRAINABLE = {
 
 
 def stages_of(cfg: DictConfig) -> list[str]:
-    return {"pretrain": ["pretrain"], "finetune": ["finetune"], "both": ["pretrain", "finetune"]}[cfg.stage.name]
+    return {"stage0": ["stage0"], "pretrain": ["pretrain"], "finetune": ["finetune"],
+            "both": ["pretrain", "finetune"]}[cfg.stage.name]
 
 
 def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
-    opt = cfg.pretrain if stage == "pretrain" else cfg.tuning
+    opt = {"stage0": cfg.stage0, "pretrain": cfg.pretrain}.get(stage, cfg.tuning)
     world = world_size(cfg, stage)
     nodes = world // cfg.cluster.gpus_per_node
     accum = accumulation_steps(opt.global_batch_size, opt.micro_batch_size, world)
-    what = TRAINABLE["pretrain" if stage == "pretrain" else cfg.tuning.method]
-    data = cfg.pretrain_data if stage == "pretrain" else cfg.data
+    what = TRAINABLE[stage if stage in ("stage0", "pretrain") else cfg.tuning.method]
+    data = {"stage0": cfg.stage0.data, "pretrain": cfg.pretrain_data}.get(stage, cfg.data)
     zero = stage_zero(cfg, stage)
     lines = [
         f"  [{stage}] trainable: {what}; DeepSpeed {'ZeRO-' + str(zero) if zero else 'off'}",
@@ -36,6 +39,11 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
         f"    world {world} = {nodes} node(s) × {cfg.cluster.gpus_per_node} {cfg.cluster.gpu_type}; "
         f"micro {opt.micro_batch_size} × accumulation {accum} × world {world} = global {opt.global_batch_size}",
     ]
+    if stage == "stage0":
+        s = opt
+        lines.append(f"    base {cfg.model.base} → {stage0_dir(cfg)}/model; {s.lr_scheduler} schedule, warm-up "
+                     f"{s.warmup_ratio:g}, weight decay {s.weight_decay:g}, template {cfg.model.template}, "
+                     "loss on assistant turns only")
     if stage == "finetune" and cfg.tuning.method != "full":
         t = cfg.tuning
         lines.append(f"    LoRA rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
@@ -57,9 +65,13 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
         f"  setting {cfg.setting}: cluster {cfg.cluster.name} ({cfg.cluster.gpus_per_node} × {cfg.cluster.gpu_type} "
         f"per node), stage-1 data {cfg.pretrain_data.name}, stage-2 data {cfg.data.name}",
     ]
-    for stage in stages_of(cfg):
+    plan = plan or preflight(cfg, stage1_present=stage1_present)
+    for stage in planned_stages(cfg):  # stage 0 first where this job trains it
+        if stage == "stage0" and plan.stage("stage0").reused:
+            lines.append(f"  [stage0] LLM from {stage0_dir(cfg)}/model (done, or its own stage-0 job first)")
+            continue
         lines += _stage_lines(cfg, stage)
-    if cfg.stage.name != "pretrain":
+    if cfg.stage.name not in ("pretrain", "stage0"):
         if cfg.stage.projector_path:
             source = f"stage.projector_path {cfg.stage.projector_path}"
         else:
@@ -69,9 +81,9 @@ def format_plan(cfg: DictConfig, stage1_present: bool, stage1_state: str | None 
         lines.append(f"  stage-1 projector: {source}")
         lines.append(f"  stage-1 folder: {stage1_dir(cfg)}")
     lines.append(f"  output: {run_dir(cfg)}")
-    if cfg.stage.name != "pretrain":
+    if cfg.stage.name not in ("pretrain", "stage0"):
         lines.append(f"  listed in sweep {cfg.sweep}: {sweep_link(cfg)}")
-    lines.append(f"  {summary_line(plan or preflight(cfg, stage1_present=stage1_present))}")
-    if cfg.eval.benchmarks and cfg.task != "train" and cfg.stage.name != "pretrain":
+    lines.append(f"  {summary_line(plan)}")
+    if cfg.eval.benchmarks and cfg.task != "train" and cfg.stage.name not in ("pretrain", "stage0"):
         lines.append(f"  eval: {', '.join(cfg.eval.benchmarks)} (beams {cfg.eval.num_beams})")
     return "\n".join(lines)

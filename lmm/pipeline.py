@@ -10,10 +10,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.dryrun import stages_of
-from lmm.launch.identity import run_dir, stage1_dir, sweep_link
+from lmm.launch.identity import run_dir, stage0_active, stage0_dir, stage1_dir, sweep_link
 from lmm.launch.rundir import clear_failed, mark_failed, run_lock
 from lmm.launch.store import link_into_sweep
-from lmm.records import build_run_record, build_stage1_record, is_done, mark_done, write_record
+from lmm.records import (
+    build_run_record,
+    build_stage0_record,
+    build_stage1_record,
+    is_done,
+    mark_done,
+    write_record,
+)
 from lmm.training.stage import barrier, is_main_process, train_stage
 
 log = logging.getLogger(__name__)
@@ -27,8 +34,26 @@ def _finish(folder: Path, cfg: DictConfig, record: dict) -> None:
     barrier()
 
 
+def run_stage0(cfg: DictConfig) -> Path | None:
+    """Train the LLM from `model.base` (stage 0) unless its run is done; None when the LLM has a checkpoint."""
+    if not stage0_active(cfg):
+        return None
+    folder = stage0_dir(cfg)
+    if is_done(folder):
+        log.info("stage 0 %s is done: reusing its LLM", folder.name)
+        return folder
+    # Every run on this LLM shares stage 0: the first trains it, the others wait and then reuse it.
+    with run_lock(folder, wait=True):
+        if is_done(folder):
+            log.info("stage 0 %s was trained meanwhile: reusing its LLM", folder.name)
+            return folder
+        stats = train_stage(cfg, "stage0", folder)
+        _finish(folder, cfg, build_stage0_record(cfg, stats))
+    return folder
+
+
 def run_stage1(cfg: DictConfig) -> Path:
-    """Train the shared stage-1 projector unless its run is already done."""
+    """Train the shared stage-1 projector unless its run is already done (its stage-0 LLM first, if missing)."""
     folder = stage1_dir(cfg)
     if is_done(folder):
         log.info("stage 1 %s is done: reusing its projector", folder.name)
@@ -38,6 +63,7 @@ def run_stage1(cfg: DictConfig) -> Path:
         if is_done(folder):
             log.info("stage 1 %s was trained meanwhile: reusing its projector", folder.name)
             return folder
+        run_stage0(cfg)
         stats = train_stage(cfg, "pretrain", folder)
         _finish(folder, cfg, build_stage1_record(cfg, stats))
     return folder
@@ -54,6 +80,8 @@ def run_pipeline(cfg: DictConfig) -> Path:
     trained again; a running one (its lock held by another job) raises RunLocked; a failure leaves a
     FAILED note in the run folder (removed when a later attempt succeeds).
     """
+    if cfg.stage.name == "stage0":
+        return run_stage0(cfg)
     if cfg.stage.name == "pretrain":
         return run_stage1(cfg)
     target = run_dir(cfg)
@@ -81,6 +109,8 @@ def run_pipeline(cfg: DictConfig) -> Path:
 
 def _train_run(cfg: DictConfig, target: Path) -> None:
     started = time.time()
+    if cfg.stage.projector_path:  # no stage 1 to train it first; stage 2 reads the LLM (a no-op once done)
+        run_stage0(cfg)
     stage1 = run_stage1(cfg) if "pretrain" in stages_of(cfg) else None
     projector = Path(cfg.stage.projector_path) if cfg.stage.projector_path else stage1 or stage1_dir(cfg)
     stats = train_stage(cfg, "finetune", target, projector)

@@ -17,9 +17,14 @@ A stage-2 record (`kind: "stage2"`, in runs/<sweep>/<run_id>) holds:
   counts the run's stage 1 in full even when other runs share it; the analysis counts a shared stage 1
   once per sweep;
 - `finetune`: the stage's raw statistics from `train_stage` (loss curve in `finetune.losses`),
-  `stage1`: `{run_id, folder, wall_time_s}`, `assembled`: the base model folder;
+  `stage1`: `{run_id, folder, wall_time_s}`, `assembled`: the base model folder; `stage0`: `{run_id, folder}` of
+  the stage-0 run that made the LLM (only when it did: model.path null, model.base set);
 - `eval`: `{benchmark: {"beam<k>": {"overall", "categories", "judge_model", "runs", "std", ...}}}`, empty
   until evaluation merges its scores (`set_eval_score`, or `update_record(folder, eval=...)`).
+
+A stage-0 record (`kind: "stage0"`, runs/stage0/<id>, beside its LLM folder `model/`) has the identity, `base`,
+`hparams` (the stage-0 recipe), `resources`, `stages: {"stage0": summary}` (tokens seen, wall time, GPU-hours per
+node, $) and `cost`, plus `stage0`: its raw statistics (loss curve included).
 
 A stage-1 record (`kind: "stage1"`, runs/stage1/<id>) has the same identity, choices, hparams, resources,
 `stages: {"pretrain": summary}` and `cost`, plus `pretrain`: its raw statistics (loss curve included).
@@ -216,6 +221,51 @@ def build_stage1_record(cfg, stats: dict) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "pretrain": stats,
         "assembled": stats["assembled"],
+        **({"stage0": stage0_pointer(cfg)} if stage0_pointer(cfg) else {}),
+    }
+
+
+def stage0_pointer(cfg) -> dict | None:
+    """{run_id, folder} of the stage-0 run whose LLM this run starts from; None when the LLM has a checkpoint."""
+    from lmm.launch.identity import stage0_active, stage0_dir
+
+    if not stage0_active(cfg):
+        return None
+    folder = stage0_dir(cfg)
+    return {"run_id": folder.name, "folder": str(folder)}
+
+
+def build_stage0_record(cfg, stats: dict) -> dict:
+    """The record of a stage-0 run (the LLM instruction-tuned from `model.base`), from `train_stage`'s stats:
+    tokens seen, GPU-hours per node and $ in `stages.stage0` and `cost`, the loss curve in `stage0.losses`."""
+    from omegaconf import OmegaConf
+
+    from lmm.launch.identity import stage0_id
+
+    summary = stage_summary(cfg, stats, stage0_id(cfg))
+    stages = {"stage0": summary}
+    s = cfg.stage0
+    return {
+        "run_id": stage0_id(cfg),
+        "kind": "stage0",
+        "sweep": cfg.sweep,
+        "seed": int(cfg.seed),
+        "finished_at": _now(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "base": str(cfg.model.base),
+        "model": str(cfg.model.name),
+        "hparams": {"lr": float(s.lr), "global_batch_size": int(s.global_batch_size),
+                    "micro_batch_size": int(s.micro_batch_size), "epochs": float(s.epochs), "nodes": int(s.nodes),
+                    "lr_scheduler": str(s.lr_scheduler), "warmup_ratio": float(s.warmup_ratio),
+                    "weight_decay": float(s.weight_decay), "max_length": int(s.data.max_length),
+                    "zero_stage": int(s.zero_stage), "template": str(cfg.model.template),
+                    "data": str(s.data.name)},
+        "resources": _resources(cfg, summary),
+        "stages": stages,
+        "cost": _cost(cfg, stages),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "stage0": stats,
+        "assembled": stats["assembled"],  # the base LLM it started from
     }
 
 
@@ -266,6 +316,7 @@ def build_run_record(cfg, stage1_stats: dict | None, stage2_stats: dict, stage1_
         "cost": _cost(cfg, stages),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "stage1": stage1,
+        **({"stage0": stage0_pointer(cfg)} if stage0_pointer(cfg) else {}),
         "finetune": stage2_stats,
         "assembled": stage2_stats["assembled"],
         "eval": {},

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 # Sections whose values decide the stage-1 run's identity (lmm.launch.identity.stage1_id) or where it lives.
-STAGE1_SECTIONS = ("model", "vision", "projector", "pretrain_data", "pretrain", "trainer", "paths")
+STAGE1_SECTIONS = ("model", "vision", "projector", "pretrain_data", "pretrain", "trainer", "paths",
+                   "stage0")  # stage 0: when it makes the LLM, its id is part of stage 1's
 PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./\-]+")
 
 

@@ -124,10 +124,10 @@ def start_tracking(cfg: DictConfig, out_dir: Path, stage: str, trainer=None) -> 
     """Open the stage's W&B run (main process only) before `trainer.train`; None when not tracking."""
     if not enabled(cfg) or not _is_main_process():
         return None
-    from lmm.launch.identity import stage1_id, stage2_id
+    from lmm.launch.identity import stage0_id, stage1_id, stage2_id
 
     configure_environment(cfg.paths.cache_dir)
-    run_id = stage1_id(cfg) if stage == "pretrain" else stage2_id(cfg)
+    run_id = {"stage0": stage0_id, "pretrain": stage1_id}.get(stage, stage2_id)(cfg)  # each stage's own W&B run
     config = tracking_config(cfg, stage, run_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmm.launch.identity import STORES
 
 METHODS = ("full", "lora", "qlora")
-STAGES = ("pretrain", "finetune", "both")
+STAGES = ("pretrain", "finetune", "both", "stage0")
 PROJECTORS = ("linear", "mlp2x_gelu")
 TEMPLATES = ("plain", "vicuna_v1", "llama_2")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -35,7 +35,12 @@ class ConfigError(ValueError):
 
 
 def world_size(cfg: DictConfig, stage: str) -> int:
-    """Ranks of a stage: nodes × GPUs per node. A stage=both job runs stage 1 on the job's (stage-2) nodes."""
+    """Ranks of a stage: nodes × GPUs per node. A stage=both job runs stage 1 on the job's (stage-2) nodes; stage 0
+    runs on `stage0.nodes` in its own job (stage=stage0), else on the nodes of the job that trains it first."""
+    if stage == "stage0" and cfg.stage.name == "stage0":
+        return int(cfg.stage0.nodes) * int(cfg.cluster.gpus_per_node)
+    if stage == "stage0":
+        stage = "pretrain" if cfg.stage.name == "pretrain" else "finetune"
     nodes = cfg.pretrain.nodes if stage == "pretrain" and cfg.stage.name == "pretrain" else cfg.tuning.nodes
     return int(nodes) * int(cfg.cluster.gpus_per_node)
 
@@ -292,6 +297,9 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bo
         out += _batch_problems("pretrain", cfg.pretrain, world_size(cfg, "pretrain"), stage)
     if stage in ("finetune", "both"):
         out += _batch_problems("tuning", cfg.tuning, world_size(cfg, "finetune"), stage)
+    from lmm.stage0 import stage0_problems
+
+    out += stage0_problems(cfg, world_size(cfg, "stage0"))
     if stage == "finetune" and not cfg.stage.projector_path and stage1_exists is False:
         from lmm.launch.identity import stage1_command
 

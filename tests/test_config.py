@@ -14,10 +14,11 @@ from lmm.launch.identity import run_id, stage1_id
 from lmm.validate import ConfigError, validate
 
 REPO = CONF_DIR.parent
-GROUPS = ["model", "vision", "projector", "tuning", "data", "stage", "deepspeed", "cluster", "logger", "eval",
-          "paths", "debug"]
+GROUPS = ["model", "vision", "projector", "tuning", "data", "stage", "stage0", "deepspeed", "cluster", "logger",
+          "eval", "paths", "debug"]
 # Options that only make sense with companions (an 8-GPU cluster needs a paper-sized batch).
-COMPANIONS = {("cluster", "a100_80g"): ["model=33b"], ("deepspeed", "paper"): ["tuning=lora"]}
+COMPANIONS = {("cluster", "a100_80g"): ["model=33b"], ("deepspeed", "paper"): ["tuning=lora"],
+              ("stage", "stage0"): ["model=65b", "paths.vicuna_65b=null"]}  # stage 0 needs a model.base
 
 
 def options(group: str) -> list[str]:

@@ -296,13 +296,19 @@ def test_the_65b_preset_explains_that_there_are_no_public_weights(tmp_path, monk
     from lmm.prepare.models import check, fetch, resolve
 
     monkeypatch.delenv("LMM_VICUNA_65B", raising=False)
-    [model, *_] = resolve(["65b"])
+    [model, *_] = resolve(["65b"], ["model.base=null"])  # neither a folder nor a base LLM for stage 0
     with pytest.raises(PrepareError, match="no public weights.*LMM_VICUNA_65B=/path/to/vicuna-65b"):
         fetch(model)
-    assert "stage-0" in check(model)[1][0]
-    messages = missing_files(compose(["model=65b", "stage=finetune", "stage.projector_path=/x"]))
+    assert "stage 0" in check(model)[1][0]
+    messages = missing_files(compose(["model=65b", "model.base=null", "stage=finetune", "stage.projector_path=/x"]))
     [message] = [m for m in messages if m.startswith("model.path")]
     assert message.startswith("model.path = null:") and "never released" in message
+    # With the preset's base, stage 0 trains the LLM from LLaMA-65B: that base is what is fetched and checked.
+    [model, *_] = resolve(["65b"])
+    assert (model.path, model.local_only) == ("huggyllama/llama-65b", False)
+    messages = missing_files(compose(["model=65b", "stage=finetune", "stage.projector_path=/x"]))
+    [message] = [m for m in messages if m.startswith("model.")]
+    assert message.startswith("model.base = huggyllama/llama-65b: ") and message.count("lmm.prepare models 65b ")
 
 
 # ------------------------------------------------------------------------------------------------- models

@@ -140,9 +140,12 @@ def test_dry_run_shows_each_job_its_request_and_dependency_and_the_qlora_65b_fit
     out = _dry_run(tmp_path, "experiment=table4/65b_lora64", "tuning=qlora", "deepspeed=zero2")
     text = out.stdout
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "1 grid point(s) → 3 job(s): 1 stage1, 1 train, 1 eval" in text
-    stage1, train, evaluation = ("[" + part for part in text.split("\n[")[1:4])
+    # No LMM_VICUNA_65B: the LLM is trained first, by its own stage-0 job (4 nodes, ZeRO-3).
+    assert "1 grid point(s) → 4 job(s): 1 stage0, 1 stage1, 1 train, 1 eval" in text
+    stage0, stage1, train, evaluation = ("[" + part for part in text.split("\n[")[1:5])
+    assert stage0.startswith("[stage0] s0-65b-sharegpt-") and "--nodes=4 --ntasks-per-node=8" in stage0
     assert stage1.startswith("[stage1] s1-65b") and "--nodes=1 --ntasks-per-node=8" in stage1
+    assert f"after: stage0 job of {stage0.split()[1]}" in stage1
     # Stage 1 under ZeRO-2 would hold the bf16 65B LLM on every GPU: it gets ZeRO-3 on its own.
     assert "[pretrain] trainable: projector (CLIP and LLM frozen); DeepSpeed ZeRO-3" in stage1
     assert "--time=1440" in train and "--mem=900GB" in train and "--requeue" in train
@@ -188,7 +191,9 @@ def test_paper_sweep_trains_each_configuration_once(tmp_path):
                           f"paths.root={tmp_path}"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert lines[0] == "39 grid point(s) → 50 job(s): 10 stage1, 20 train, 20 eval"
+    # One stage 0 (the 65B LLM, trained from LLaMA-65B without LMM_VICUNA_65B) for every 65B run of every table.
+    assert lines[0] == "39 grid point(s) → 51 job(s): 1 stage0, 10 stage1, 20 train, 20 eval"
+    assert next(line for line in lines if line.startswith("stage-0 trainings:")).startswith("stage-0 trainings: 1,")
     stage2 = next(line for line in lines if line.startswith("stage-2 trainings:"))
     count, hours = stage2.split(": ")[1].split(", GPU-hours per node")[0], float(stage2.rsplit(": ", 1)[1])
     assert count == "20" and hours == pytest.approx(147.7, abs=0.1)

@@ -24,7 +24,10 @@ FAST = ["debug=fast", "trainer.max_steps=2"]
 def test_run_ids_are_pinned():
     """Identity is what determines the weights; these ids are those of runs already on disk."""
     ids = {
-        ("experiment=table4/65b_lora64",): "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea",
+        # 65B from the user's own Vicuna-65B folder: unchanged; from stage 0 (no folder): its id includes stage 0's.
+        ("experiment=table4/65b_lora64", "paths.vicuna_65b=/data/vicuna-65b"):
+            "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea",
+        ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"): "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12",
         ("experiment=table4/33b_qlora64",): "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846",
         ("experiment=table1/33b_beam5",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",
         ("experiment=table2/33b_mix",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",

@@ -80,8 +80,12 @@ def test_image_tokens_match_the_tower(root):
 def test_missing_local_only_checkpoint_fails_clearly(root):
     from lmm.models.assemble import MissingCheckpoint, assemble
 
-    cfg = compose([f"paths.root={root}", "model=65b", "paths.vicuna_65b=null"])
+    cfg = compose([f"paths.root={root}", "model=65b", "paths.vicuna_65b=null", "model.base=null"])
     with pytest.raises(MissingCheckpoint, match="LMM_VICUNA_65B"):
+        assemble(cfg)
+    # With a base LLM, the LLM is stage 0's: not assembled before stage 0 has finished.
+    cfg = compose([f"paths.root={root}", "model=65b", "paths.vicuna_65b=null"])
+    with pytest.raises(MissingCheckpoint, match="stage 0, which has not finished"):
         assemble(cfg)
 
 

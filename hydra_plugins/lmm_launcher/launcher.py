@@ -3,7 +3,10 @@
 Before anything is submitted, every grid point is composed, validated and (on SLURM) checked against
 its GPUs' memory; one invalid point stops the whole submission. The grid then becomes jobs:
 
-- one **stage-1** job per distinct missing stage 1 (sized for stage 1, its own ZeRO stage);
+- one **stage-0** job per distinct missing stage 0 (the LLM trained from `model.base` when `model.path` is null),
+  sized by `stage0.nodes` with its own ZeRO stage, shared by every grid point on that LLM;
+- one **stage-1** job per distinct missing stage 1 (sized for stage 1, its own ZeRO stage), `afterok` on its
+  stage-0 job when there is one;
 - one **train** job per distinct run (grid points with the same run id share it: a configuration is
   trained once however many sweeps or benchmarks use it), `--dependency=afterok:<stage-1 job>`, so no
   allocation waits on a lock;
@@ -38,6 +41,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 JOB_LOGS = "jobs"  # <run folder>/jobs/<job id>/: submitit's scripts, pickles and logs
+JOB_KINDS = ("stage0", "stage1", "train", "eval")
 
 
 @dataclass
@@ -91,7 +95,7 @@ class GridPoint:
 class JobSpec:
     """A job to submit: its kind, the grid points it runs, its request and what it waits for."""
 
-    kind: str  # stage1 | train | eval
+    kind: str  # stage0 | stage1 | train | eval
     run_id: str
     folder: Path
     cfg: DictConfig  # the composed config of its first call
@@ -166,16 +170,17 @@ class _LmmSubmititMixin:
 
     def _plan(self, points: list, check_memory: bool) -> tuple:
         """The jobs of the grid, in submission order, and a line per run that needs no new job."""
-        from lmm.launch.identity import stage1_dir, stage1_id
+        from lmm.launch.identity import stage0_active, stage0_dir, stage0_id, stage1_dir, stage1_id
         from lmm.launch.jobs import latest_job, queue_states
         from lmm.launch.resources import job_resources
         from lmm.launch.rundir import is_locked
-        from lmm.plan import PredictedOOM, check_fits
+        from lmm.plan import PredictedOOM, check_fits, preflight
         from lmm.records import is_done
         from lmm.validate import ConfigError, validate
 
-        folders = {p.folder for p in points} | {stage1_dir(p.cfg) for p in points}
-        latest = {(f, kind): latest_job(f, kind) for f in folders for kind in ("stage1", "train", "eval")}
+        folders = {p.folder for p in points} | {stage1_dir(p.cfg) for p in points} | {
+            stage0_dir(p.cfg) for p in points if stage0_active(p.cfg)}
+        latest = {(f, kind): latest_job(f, kind) for f in folders for kind in JOB_KINDS}
         states = queue_states([j["job_id"] for j in latest.values() if j])
 
         def queued(folder: Path, kind: str) -> Optional[tuple]:
@@ -186,8 +191,45 @@ class _LmmSubmititMixin:
                 return None
             return str(job["job_id"]), state.state + (f": {state.reason}" if state.reason else "")
 
+        stage0_jobs: dict = {}  # stage-0 id → its JobSpec, or the id of its job already queued
         stage1_jobs: dict = {}  # stage-1 id → its JobSpec, or the id of its job already queued
         specs, notes, problems = [], [], []
+
+        def stage0_job(point: GridPoint, overrides: list):
+            """The stage-0 job a point's first job waits for (planned once per stage-0 id), or None when its LLM
+            has a checkpoint or stage 0 is done."""
+            if not stage0_active(point.cfg):
+                return None
+            key, folder = stage0_id(point.cfg), stage0_dir(point.cfg)
+            if key in stage0_jobs:
+                return stage0_jobs[key]
+            if is_done(folder):
+                return None
+            job = queued(folder, "stage0")
+            if job:
+                notes.append(f"stage 0 {key}: job {job[0]} ({job[1]}), not resubmitted")
+                stage0_jobs[key] = job[0]
+                return job[0]
+            if is_locked(folder):
+                notes.append(f"stage 0 {key}: running outside a job")
+                return None
+            s0_overrides = [*(o for o in overrides if not o.startswith("stage=")), "stage=stage0"]
+            try:
+                cfg = self._compose(s0_overrides)
+                validate(cfg)
+                if check_memory:
+                    check_fits(cfg)
+            except (ConfigError, PredictedOOM, ValueError) as error:
+                problems.append(f"#{point.num} {point.label} [its stage 0, a job of its own]:\n{error}")
+                return None
+            stage0_jobs[key] = JobSpec("stage0", key, folder, cfg, [(point.num, s0_overrides)],
+                                       job_resources(cfg, "stage0"))
+            specs.append(stage0_jobs[key])
+            return stage0_jobs[key]
+
+        def waits_for(dep) -> tuple:
+            """(after, after_ids) of a job that waits for `dep`: a JobSpec of this launch or a queued job id."""
+            return ([dep] if isinstance(dep, JobSpec) else []), ([dep] if isinstance(dep, str) else [])
 
         def stage1_job(point: GridPoint, cfg: DictConfig, overrides: list):
             """The stage-1 job a point waits for (planned once per stage-1 id), or None when stage 1 is there."""
@@ -206,13 +248,14 @@ class _LmmSubmititMixin:
                 return None
             try:
                 validate(cfg)
-                if check_memory:
-                    check_fits(cfg)
+                if check_memory:  # its stage 0 (if any) is done or its own job: planned there
+                    check_fits(cfg, preflight(cfg, stage0_present=True))
             except (ConfigError, PredictedOOM, ValueError) as error:
                 problems.append(f"#{point.num} {point.label} [its stage 1, a job of its own]:\n{error}")
                 return None
+            after, after_ids = waits_for(stage0_job(point, overrides))
             stage1_jobs[key] = JobSpec("stage1", key, folder, cfg, [(point.num, overrides)],
-                                       job_resources(cfg, "stage1"))
+                                       job_resources(cfg, "stage1"), after, after_ids)
             specs.append(stage1_jobs[key])
             return stage1_jobs[key]
 
@@ -221,6 +264,10 @@ class _LmmSubmititMixin:
             groups.setdefault(point.run_id, []).append(point)
         for run_id, members in groups.items():
             first = members[0]
+            if first.cfg.stage.name == "stage0":  # the LLM alone: its stage-0 job, nothing after it
+                if stage0_job(first, first.overrides) is None and is_done(first.folder):
+                    notes.append(f"stage 0 {run_id}: done")
+                continue
             if first.cfg.stage.name == "pretrain":
                 if stage1_job(first, first.cfg, first.overrides) is None and is_done(first.folder):
                     notes.append(f"stage 1 {run_id}: done")
@@ -239,10 +286,11 @@ class _LmmSubmititMixin:
                     dep = stage1_job(first, self._compose(s1_overrides), s1_overrides)
                     if dep is not None or is_done(stage1_dir(first.cfg)):
                         overrides.append("stage=finetune")  # stage 1 is done, or its job's afterok says so
+                if first.cfg.stage.projector_path:  # no stage 1 before it: it reads the stage-0 LLM itself
+                    dep = stage0_job(first, first.overrides)
                 cfg = self._compose(overrides)
                 train = JobSpec("train", run_id, first.folder, cfg, [(first.num, overrides)],
-                                job_resources(cfg, "train"), [dep] if isinstance(dep, JobSpec) else [],
-                                [dep] if isinstance(dep, str) else [])
+                                job_resources(cfg, "train"), *waits_for(dep))
                 specs.append(train)
             to_score = [m for m in members if _missing_scores(m.cfg, m.folder)]
             evaluating = queued(first.folder, "eval")
@@ -326,7 +374,7 @@ class _LmmSubmititMixin:
         self._submit_all(specs)
         submitted = [s for s in specs if s.handle is not None]
         log.info("%d job(s) submitted (%s)", len(submitted),
-                 ", ".join(f"{sum(s.kind == k for s in submitted)} {k}" for k in ("stage1", "train", "eval")))
+                 ", ".join(f"{sum(s.kind == k for s in submitted)} {k}" for k in JOB_KINDS))
         if not self.wait:
             log.info("watch them with: python -m lmm.sweep status %s", _sweep_dir(points))
             return [_result(p, "submitted") for p in points]
@@ -340,7 +388,7 @@ class _LmmSubmititMixin:
         from lmm.records import is_done
 
         print(f"{len(points)} grid point(s) → {len(specs)} job(s): "
-              + ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in ("stage1", "train", "eval")), flush=True)
+              + ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in JOB_KINDS), flush=True)
         stage_hours: dict = {}
         oom = []
         for spec in specs:
@@ -351,8 +399,10 @@ class _LmmSubmititMixin:
                 continue
             # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own).
             present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))
-            own_job = "trained first by its own stage-1 job" if spec.after or spec.after_ids else None
-            plan = preflight(spec.cfg, stage1_present=present)
+            own_job = "trained first by its own stage-1 job" if spec.kind == "train" and (
+                any(d.kind == "stage1" for d in spec.after) or spec.after_ids) else None
+            # Every job but a stage-0 one finds its stage-0 LLM done, or waits for its stage-0 job.
+            plan = preflight(spec.cfg, stage1_present=present, stage0_present=spec.kind != "stage0")
             text = format_plan(spec.cfg, present, stage1_state=own_job, plan=plan)
             print("\n".join("    " + line for line in text.splitlines()), flush=True)
             for stage in plan.stages:
@@ -362,7 +412,7 @@ class _LmmSubmititMixin:
                 oom.append(spec)
         for note in notes:
             print(f"  {note}")
-        for stage, label in (("pretrain", "stage-1"), ("finetune", "stage-2")):
+        for stage, label in (("stage0", "stage-0"), ("pretrain", "stage-1"), ("finetune", "stage-2")):
             hours = stage_hours.get(stage, {})
             known = [h for h in hours.values() if h is not None]
             total = f"{sum(known):.1f}" if len(known) == len(hours) else f"≥ {sum(known):.1f} (some unknown)"

@@ -9,14 +9,20 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 # The run store: every run lives once under runs/<store>/<run_id>; runs/<sweep>/ holds links to it.
+STAGE0_STORE = "stage0"  # LLMs instruction-tuned from model.base (stage 0), shared by every run on that LLM
 STAGE1_STORE = "stage1"
 STAGE2_STORE = "stage2"
 CHECKPOINT_STORE = "checkpoints"  # records of evaluated checkpoints (python -m lmm.eval +checkpoint=...)
-STORES = (STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
+STORES = (STAGE0_STORE, STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
 
 # Keys that say where things are or how a run is watched, not what it computes: a moved data folder
 # or another hub mirror must not change a run's identity.
 _LOCATION_KEYS = {"path", "image_folder", "sharegpt_path", "num_workers", "tokenizer"}
+# model.base counts through the stage-0 id (when stage 0 makes the LLM), so ids of models with a path stay as they were.
+_MODEL_SOURCE_KEYS = {"base"}
+# Stage-0 settings that change how it runs, not the weights it produces; and image settings its text-only data
+# inherits from the run's tower (stage 0 reads no image: a 224-px and a 336-px run share one stage 0).
+_STAGE0_BOOKKEEPING = {"zero_stage", "gradient_checkpointing", "image_size", "image_aspect", "max_bad_fraction"}
 # Trainer settings that do not change the trained weights.
 _TRAINER_BOOKKEEPING = {"save_steps", "save_total_limit", "logging_steps", "gradient_checkpointing"}
 
@@ -35,11 +41,34 @@ def _digest(payload: dict) -> str:
 
 
 def _section(cfg: DictConfig, key: str) -> dict:
-    return _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS)
+    return _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS | _MODEL_SOURCE_KEYS)
 
 
 def _trainer(cfg: DictConfig) -> dict:
     return _strip(OmegaConf.to_container(cfg.trainer, resolve=True), _TRAINER_BOOKKEEPING)
+
+
+def stage0_active(cfg: DictConfig) -> bool:
+    """Whether the run's LLM comes from stage 0: no checkpoint (`model.path` null) but a base LLM to tune."""
+    return not cfg.model.path and bool(cfg.model.get("base"))
+
+
+def stage0_id(cfg: DictConfig) -> str:
+    """Id of the stage-0 run: the base LLM, its shape and template, the stage-0 recipe and data, seed."""
+    model = {k: v for k, v in _section(cfg, "model").items() if k != "recipe"}  # recipe: stages 1-2's
+    payload = {
+        "stage": "stage0",
+        "base": str(cfg.model.base),
+        "model": model,
+        "stage0": _strip(_section(cfg, "stage0"), _STAGE0_BOOKKEEPING | {"name"}),
+        "seed": int(cfg.seed),
+    }
+    return f"s0-{cfg.model.name}-{cfg.stage0.data.name}-{_digest(payload)}"
+
+
+def _with_stage0(cfg: DictConfig, payload: dict) -> dict:
+    """A stage-1/2 payload gains the stage-0 id only when stage 0 makes the LLM (other ids stay as they were)."""
+    return {**payload, "stage0": stage0_id(cfg)} if stage0_active(cfg) else payload
 
 
 def stage1_id(cfg: DictConfig) -> str:
@@ -55,6 +84,7 @@ def stage1_id(cfg: DictConfig) -> str:
         "trainer": {k: v for k, v in _trainer(cfg).items() if k != "projector_lr"},
         "seed": int(cfg.seed),
     }
+    payload = _with_stage0(cfg, payload)
     slug = f"s1-{cfg.model.name}-{cfg.vision.name}-{cfg.projector.name}-{cfg.pretrain_data.name}"
     return f"{slug}-{_digest(payload)}"
 
@@ -75,17 +105,25 @@ def stage2_id(cfg: DictConfig) -> str:
         "deepspeed_stage": int(cfg.deepspeed.stage),
         "seed": int(cfg.seed),
     }
+    payload = _with_stage0(cfg, payload)  # also when stage.projector_path replaces stage 1's id
     slug = f"{cfg.model.name}-{cfg.vision.name}-{cfg.projector.name}-{_tuning_slug(cfg)}-{cfg.data.name}"
     return f"{slug}-{_digest(payload)}"
 
 
 def run_id(cfg: DictConfig) -> str:
-    """The id of the run this config describes (stage 1 for stage=pretrain, else stage 2)."""
+    """The id of the run this config describes (stage 0 / stage 1 for stage=stage0 / pretrain, else stage 2)."""
+    if cfg.stage.name == "stage0":
+        return stage0_id(cfg)
     return stage1_id(cfg) if cfg.stage.name == "pretrain" else stage2_id(cfg)
 
 
 def runs_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs_dir).expanduser().resolve()
+
+
+def stage0_dir(cfg: DictConfig) -> Path:
+    """The stage-0 run (its LLM in model/) is shared by every run that starts from the same tuned LLM."""
+    return runs_dir(cfg) / STAGE0_STORE / stage0_id(cfg)
 
 
 def stage1_dir(cfg: DictConfig) -> Path:
@@ -95,6 +133,8 @@ def stage1_dir(cfg: DictConfig) -> Path:
 
 def run_dir(cfg: DictConfig) -> Path:
     """The run's one folder in the run store, whichever sweeps use it (they link to it: `sweep_link`)."""
+    if cfg.stage.name == "stage0":
+        return stage0_dir(cfg)
     if cfg.stage.name == "pretrain":
         return stage1_dir(cfg)
     return runs_dir(cfg) / STAGE2_STORE / stage2_id(cfg)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from lmm.validate import world_size
 
-KINDS = ("stage1", "train", "eval")
+KINDS = ("stage0", "stage1", "train", "eval")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class JobResources:
 
 
 def job_resources(cfg: DictConfig, kind: str) -> JobResources:
-    """The resources of a `kind` job (stage1 | train | eval) for the composed config `cfg`."""
+    """The resources of a `kind` job (stage0 | stage1 | train | eval) for the composed config `cfg`."""
     if kind not in KINDS:
         raise ValueError(f"job kind {kind!r} must be one of {KINDS}")
     c = cfg.cluster
@@ -68,7 +68,7 @@ def job_resources(cfg: DictConfig, kind: str) -> JobResources:
     if kind == "eval":
         nodes, tasks, cpus = 1, 1, int(c.cpus_per_task) * gpus
     else:
-        nodes = world_size(cfg, "pretrain" if kind == "stage1" else "finetune") // gpus
+        nodes = world_size(cfg, {"stage0": "stage0", "stage1": "pretrain"}.get(kind, "finetune")) // gpus
         tasks, cpus = gpus, int(c.cpus_per_task)
     return JobResources(nodes=nodes, tasks_per_node=tasks, gpus_per_node=gpus, cpus_per_task=cpus,
                         mem_gb=int(c.mem_gb_per_node or 0), time_min=int(c.timeout_min), partition=c.partition,

@@ -22,10 +22,12 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from lmm.data.tokenizer import image_token_id, load_tokenizer
 from lmm.launch.filelock import exclusive
+from lmm.launch.identity import stage0_active, stage0_dir, stage0_id
 from lmm.models.llava import LinearProjector, LmmLlava
 
 log = logging.getLogger(__name__)
 MARKER = "ASSEMBLED"
+STAGE0_MODEL = "model"  # runs/stage0/<id>/model: the Hugging Face LLM folder stage 0 writes
 
 
 class MissingCheckpoint(FileNotFoundError):
@@ -42,19 +44,26 @@ def assembled_dir(cfg: DictConfig) -> Path:
     spec = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("vision", "projector")}
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("recipe", None)
+    model.pop("base", None)  # the LLM it makes is named by the stage-0 id below
     spec.update(model=model, seed=int(cfg.seed))
+    if stage0_active(cfg):
+        spec["stage0"] = stage0_id(cfg)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     name = f"{cfg.model.name}-{cfg.vision.name}-{cfg.projector.type}-{digest}"
     return Path(cfg.paths.cache_dir).expanduser().resolve() / "assembled" / name
 
 
 def llm_source(cfg: DictConfig) -> str | None:
-    """Hub id or folder of the LLM; None for random init. Fails clearly for missing local-only weights."""
+    """Hub id or folder of the LLM (stage 0's model/ when stage 0 makes it); None for random init. Fails clearly
+    for missing local-only weights."""
     m = cfg.model
+    if stage0_active(cfg):
+        return str(stage0_dir(cfg) / STAGE0_MODEL)
     if m.local_only and (not m.path or not Path(m.path).is_dir()):
         raise MissingCheckpoint(
             f"model={m.name} needs a local checkpoint folder (no public weights exist), got model.path = "
-            f"{m.path!r}. Set LMM_VICUNA_65B=/path/to/vicuna-65b or paths.vicuna_65b=/path/to/vicuna-65b."
+            f"{m.path!r}. Set LMM_VICUNA_65B=/path/to/vicuna-65b or paths.vicuna_65b=/path/to/vicuna-65b, or "
+            f"model.base=<base LLM hub id or folder> to train it first (stage 0)."
         )
     return m.path
 
@@ -112,7 +121,7 @@ def _build(cfg: DictConfig, out: Path) -> None:
     state.update({f"model.multi_modal_projector.{k}": v for k, v in projector.state_dict().items()})
     state["lm_head.weight"] = llm.lm_head.weight
     model.load_state_dict(state, assign=True, strict=True)
-    model.to(torch.bfloat16 if cfg.model.path else torch.float32)
+    model.to(torch.bfloat16 if source else torch.float32)  # a checkpoint (or stage 0's LLM): bf16
     model.save_pretrained(out, is_main_process=True)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
@@ -123,7 +132,10 @@ def assemble(cfg: DictConfig) -> Path:
     out = assembled_dir(cfg)
     if (out / MARKER).exists():
         return out
-    llm_source(cfg)
+    llm_source(cfg)  # a missing local-only checkpoint fails here, before the lock
+    if stage0_active(cfg) and not (stage0_dir(cfg) / "DONE").exists():
+        raise MissingCheckpoint(f"model={cfg.model.name}: its LLM comes from stage 0, which has not finished "
+                                f"({stage0_dir(cfg)}): train it first with stage=stage0 (or stage=both).")
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if not distributed or dist.get_rank() == 0:
         # The lock also serialises separate jobs (e.g. a grid) that need the same assembled model.

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lmm.launch.identity import stage0_active, stage0_dir
 from lmm.models.assemble import MARKER, MissingCheckpoint, assembled_dir, llm_source
+from lmm.records import is_done
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -58,9 +60,12 @@ def missing_weights(cfg: DictConfig) -> list[str]:
     if (assembled_dir(cfg) / MARKER).exists():
         return []  # assembled before: nothing is read from the Hub again
     try:
-        sources = [(f"model={cfg.model.name}", llm_source(cfg)), (f"vision={cfg.vision.name}", cfg.vision.path)]
+        llm = (f"model={cfg.model.name}", llm_source(cfg))
     except MissingCheckpoint as error:
         return [str(error)]
+    if stage0_active(cfg) and not is_done(stage0_dir(cfg)):
+        llm = (f"model.base of model={cfg.model.name} (stage 0 trains from it)", str(cfg.model.base))
+    sources = [llm, (f"vision={cfg.vision.name}", cfg.vision.path)]
     fetch = f"python -m lmm.prepare models {cfg.model.name}"
     out = []
     for label, source in sources:

@@ -80,6 +80,8 @@ class MemoryEstimate:
 
 def _frozen_weight_bytes(counts: ParamCounts, w: StageWorkload, cfg: DictConfig, elem: int) -> float:
     """Bytes of the parameters the stage does not train."""
+    if w.stage == "stage0":
+        return 0.0  # the LLM alone, all of it trained
     frozen_bf16 = counts.vision
     if w.stage == "pretrain":
         return (frozen_bf16 + counts.llm) * elem
@@ -173,6 +175,8 @@ def stage_zero(cfg: DictConfig, stage: str) -> int:
     """The ZeRO stage a stage trains under: stage 2 = `deepspeed.stage`; stage 1 = `pretrain.zero_stage`, or
     when null the run's `deepspeed.stage` raised to ZeRO-3 if that is predicted not to fit (stage 1 holds the
     whole bf16 LLM on every GPU unless ZeRO-3 partitions it, whatever the stage-2 method)."""
+    if stage == "stage0":
+        return int(cfg.stage0.zero_stage)
     base = int(cfg.deepspeed.stage)
     if stage != "pretrain":
         return base

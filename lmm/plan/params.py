@@ -150,7 +150,9 @@ def count_params(cfg: DictConfig) -> ParamCounts:
 
 
 def trainable_params(counts: ParamCounts, stage: str, method: str) -> int:
-    """Stage 1 trains the projector; stage 2 the projector plus the LLM (full) or the LoRA adapters."""
+    """Stage 0 trains the LLM alone; stage 1 the projector; stage 2 the projector plus the LLM (full) or LoRA."""
+    if stage == "stage0":
+        return counts.llm
     if stage == "pretrain":
         return counts.projector
     if method == "full":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.launch.identity import run_id, stage1_dir, stage1_id, stage2_id
+from lmm.launch.identity import run_id, stage0_dir, stage0_id, stage1_dir, stage1_id, stage2_id
 from lmm.plan.cost import Throughput, gpu_hours_per_node, throughput, usd, wall_hours
 from lmm.plan.flops import SampleFlops, epoch_flops
 from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, memory_budget_gb, stage_zero
@@ -99,7 +99,7 @@ def plan_stage(cfg: DictConfig, stage: str, counts: ParamCounts, thr: Throughput
     gpu_h = None if wall is None else gpu_hours_per_node(wall, w.world)
     return StagePlan(
         stage=stage,
-        run_id=stage1_id(cfg) if stage == "pretrain" else stage2_id(cfg),
+        run_id={"stage0": stage0_id, "pretrain": stage1_id}.get(stage, stage2_id)(cfg),
         workload=w,
         params_trainable=trainable_params(counts, stage, w.method),
         memory=estimate_memory(cfg, counts, w),
@@ -119,20 +119,28 @@ def _summary(cfg: DictConfig) -> str:
             f"{'ZeRO-' + str(zero) if zero else 'no ZeRO'}, {cfg.stage.name}")
 
 
-def preflight(cfg: DictConfig, stage1_present: bool | None = None) -> PlanResult:
+def preflight(cfg: DictConfig, stage1_present: bool | None = None, stage0_present: bool | None = None
+              ) -> PlanResult:
     """Plan every stage `stage.name` runs: parameters, memory per GPU and verdict, time and cost.
 
     With stage=both, a stage-1 run already on disk (`stage1_present`, looked up when None) is reused and
-    costs nothing, as `lmm.train` would do.
+    costs nothing, as `lmm.train` would do; so is a stage-0 LLM on disk (`stage0_present`, looked up when None;
+    the launcher passes True for a job that waits for its own stage-0 job), or any stage 0 once stage 1 is there.
     """
     counts = count_params(cfg)
     thr = throughput(cfg)
     if stage1_present is None:
         stage1_present = (stage1_dir(cfg) / "DONE").exists()
-    stages = tuple(
-        plan_stage(cfg, s, counts, thr, reused=(s == "pretrain" and cfg.stage.name == "both" and stage1_present))
-        for s in stages_of(cfg)
-    )
+    names = stages_of(cfg)
+    if stage0_present is None:
+        stage0_present = "stage0" in names and (stage0_dir(cfg) / "DONE").exists()
+
+    def reused(s: str) -> bool:
+        if s == "stage0":
+            return cfg.stage.name != "stage0" and (stage0_present or stage1_present)
+        return s == "pretrain" and cfg.stage.name == "both" and stage1_present
+
+    stages = tuple(plan_stage(cfg, s, counts, thr, reused=reused(s)) for s in names)
     return PlanResult(run_id=run_id(cfg), cfg_summary=_summary(cfg), params=counts, stages=stages,
                       throughput=thr, gpu_mem_gb=round(memory_budget_gb(cfg), 1),
                       gpu_type=str(cfg.cluster.gpu_type))

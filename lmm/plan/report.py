@@ -164,7 +164,7 @@ def summary_line(result: PlanResult) -> str:
     """The dry-run's line: parameters, memory per GPU and verdict per stage, GPU-hours per node, dollars."""
     mems = ", ".join(
         f"{s.stage} {s.memory.total / GIB:.1f} GB/GPU {'(reused)' if s.reused else VERDICT[s.fits]}"
-        for s in result.stages)
+        for s in result.stages if not (s.reused and s.stage == "stage0"))  # a done LLM is not sized in this job
     gpu_mem = f" of {result.gpu_mem_gb:g}" if result.gpu_mem_gb else " (no cluster.gpu_mem_gb to check against)"
     return (f"plan: {count(result.params_total)} params, {count(result.params_trainable)} trainable; {mems}{gpu_mem}; "
             f"{_num(result.gpu_hours_per_node)} GPU-hours per node, ${_num(result.usd, '{:,.2f}')} "

@@ -58,8 +58,15 @@ class StageWorkload:
 
 
 def stages_of(cfg: DictConfig) -> list[str]:
-    """The stages `stage.name` runs, in order."""
-    return {"pretrain": ["pretrain"], "finetune": ["finetune"], "both": ["pretrain", "finetune"]}[cfg.stage.name]
+    """The stages `stage.name` runs, in order; stage 0 first where the job trains a stage-0 LLM (when it is missing:
+    the planner marks it reused when it is done)."""
+    from lmm.stage0 import RUNS_STAGE0_FIRST, stage0_in_job
+
+    stages = {"stage0": ["stage0"], "pretrain": ["pretrain"], "finetune": ["finetune"],
+              "both": ["pretrain", "finetune"]}[cfg.stage.name]
+    if cfg.stage.name in RUNS_STAGE0_FIRST and stage0_in_job(cfg):
+        stages = ["stage0", *stages]
+    return stages
 
 
 def _configured_zero(cfg: DictConfig, stage: str) -> int:
@@ -81,6 +88,8 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
     `zero_stage`: the stage's ZeRO stage; None = stage 2's `deepspeed.stage`, or stage 1's explicit
     `pretrain.zero_stage` (else `deepspeed.stage`; `lmm.plan.memory.stage_zero` resolves stage 1's automatic choice).
     """
+    if stage == "stage0":
+        return _stage0_workload(cfg, zero_stage)
     data = cfg.pretrain_data if stage == "pretrain" else cfg.data
     opt = cfg.pretrain if stage == "pretrain" else cfg.tuning
     method = "projector" if stage == "pretrain" else cfg.tuning.method
@@ -129,4 +138,34 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
         lora_dropout=float(t.dropout) if method in ("lora", "qlora") else 0.0,
         zero_stage=int(zero_stage if zero_stage is not None else _configured_zero(cfg, stage)),
         notes=tuple(notes),
+    )
+
+
+def _stage0_workload(cfg: DictConfig, zero_stage: int | None) -> StageWorkload:
+    """Stage 0: full fine-tuning of the LLM alone on text-only ShareGPT chunks (no image tokens, no tower)."""
+    s, data = cfg.stage0, cfg.stage0.data
+    max_len = int(data.max_length)
+    notes: list[str] = []
+    if data.kind == "synthetic":
+        samples: int | None = int(data.synthetic_num_train)
+    elif data.num_samples is not None:
+        samples = int(data.num_samples)
+    else:
+        samples = None
+        notes.append("stage0.data.num_samples unset: no time or cost")
+    text = data.mean_text_tokens
+    if text is None:
+        text = max_len
+        notes.append(f"{data.name}: mean_text_tokens unset, assumed every sample fills max_length {max_len}")
+    world = world_size(cfg, "stage0")
+    return StageWorkload(
+        stage="stage0", method="full", data_name=str(data.name),
+        image_samples=0 if samples is not None else None, text_only_samples=samples or 0,
+        epochs=float(s.epochs), image_tokens=0, seq_image=0.0, seq_text_only=min(float(text), max_len),
+        seq_peak=int(min(PEAK_TEXT_FACTOR * float(text), max_len)),
+        micro_batch=int(s.micro_batch_size), global_batch=int(s.global_batch_size),
+        nodes=world // int(cfg.cluster.gpus_per_node), world=world,
+        gradient_checkpointing=bool(s.gradient_checkpointing), precision=precision_of(cfg),
+        lora_rank=0, lora_dropout=0.0,
+        zero_stage=int(zero_stage if zero_stage is not None else s.zero_stage), notes=tuple(notes),
     )

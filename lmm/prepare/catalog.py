@@ -227,6 +227,7 @@ DATA_ENTRIES: dict[str, tuple[str, ...]] = {
     "laion_cc_sbu_558k": ("laion_cc_sbu_558k",),
     "llava_80k": ("llava_80k",),
     "llava_80k_sharegpt": ("llava_80k", "sharegpt"),
+    "sharegpt": ("sharegpt",),  # stage 0's data (conf/stage0/vicuna.yaml)
 }
 
 # The entry of each benchmark name of eval.benchmarks (synthetic data is generated, never fetched).

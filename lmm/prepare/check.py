@@ -44,9 +44,16 @@ def _data_command(entry: str, root: Path, custom: dict[str, Path]) -> str:
 
 
 def _stage_sections(cfg: DictConfig, stage1_exists: Optional[bool]) -> list[str]:
-    """The data sections the run reads: stage 1's (unless its run exists already) and stage 2's."""
+    """The data sections the run reads: stage 0's (when this job trains a missing stage 0), stage 1's (unless its
+    run exists already) and stage 2's."""
+    from lmm.launch.identity import stage0_dir
+    from lmm.records import is_done
+    from lmm.stage0 import stage0_in_job
+
     stage = cfg.stage.name
     out = []
+    if stage0_in_job(cfg) and stage1_exists is not True and not is_done(stage0_dir(cfg)):
+        out.append("stage0.data")
     if stage == "pretrain" or (stage == "both" and stage1_exists is not True):
         out.append("pretrain_data")
     if stage in ("finetune", "both"):
@@ -61,7 +68,7 @@ def _unfinished(root: Path, entries) -> str:
 
 
 def _data_messages(cfg: DictConfig, section: str, root: Path) -> list[str]:
-    d = cfg[section]
+    d = OmegaConf.select(cfg, section)
     if d.kind != "llava":
         return []  # synthetic data is generated on first use
     entries = DATA_ENTRIES.get(str(d.name))
@@ -121,12 +128,12 @@ def _eval_messages(cfg: DictConfig, root: Path) -> list[str]:
     return out
 
 
-def _preset_path(group: str, name: str) -> Optional[str]:
-    """The `path` a preset file states as written (None when there is no such preset)."""
+def _preset_path(group: str, name: str, field: str = "path") -> Optional[str]:
+    """The `path` (or `base`) a preset file states as written (None when there is no such preset)."""
     file = CONF_DIR / group / f"{name}.yaml"
     if not file.is_file():
         return None
-    return OmegaConf.to_container(OmegaConf.load(file)).get("path")
+    return OmegaConf.to_container(OmegaConf.load(file)).get(field)
 
 
 def _model_message(model: Model, key: str, group: str) -> Optional[str]:
@@ -140,7 +147,7 @@ def _model_message(model: Model, key: str, group: str) -> Optional[str]:
     if not model.is_hub:
         return f"{key} = {model.path}: {'; '.join(problems)} (a local checkpoint folder: fix or replace it)"
     command = f"python -m lmm.prepare models {model.name}"
-    if _preset_path(group, model.name) != model.path:
+    if _preset_path(group, model.name, key.rpartition(".")[2]) != model.path:
         command += f" {key}={model.path}"
     return (f"{key} = {model.path}: {'; '.join(problems)} ({hub_cache()}). Fetch it with: {command} "
             "(on a machine with internet, with the same HF_HOME / HF_HUB_CACHE)")
@@ -167,7 +174,10 @@ def missing_files(cfg: DictConfig, stage1_exists: Optional[bool] = None, models:
         out += _eval_messages(cfg, root)
     if task == "eval" or not models:  # a trained run is evaluated from its own folders (model/ or base + adapter)
         return out
-    for kind, key, group in (("llm", "model.path", "model"), ("vision", "vision.path", "vision")):
+    from lmm.launch.identity import stage0_active
+
+    llm_key = "model.base" if stage0_active(cfg) else "model.path"  # stage 0 reads the base LLM (model_of)
+    for kind, key, group in (("llm", llm_key, "model"), ("vision", "vision.path", "vision")):
         message = _model_message(model_of(cfg, kind), key, group)
         if message:
             out.append(message)

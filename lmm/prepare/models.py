@@ -32,7 +32,8 @@ NO_65B = (
     "ShareGPT, 159M tokens) and never released it, so there is nothing to download. Put a Hugging Face folder of "
     "a Vicuna-style 65B LLaMA (config.json, tokenizer, safetensors) on shared disk and point the runs at it with "
     "LMM_VICUNA_65B=/path/to/vicuna-65b (or paths.vicuna_65b=/path); `python -m lmm.prepare verify 65b` then "
-    "checks it. Training that checkpoint here (a stage-0 run on ShareGPT) is planned in a separate issue.")
+    "checks it. Or let stage 0 train it from LLaMA-65B on ShareGPT first: model.base=huggyllama/llama-65b (the "
+    "preset's default; `python -m lmm.prepare models 65b` then fetches that base).")
 
 
 @dataclass
@@ -68,6 +69,8 @@ def model_of(cfg: DictConfig, kind: str) -> Model:
         expected = {"hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
                     "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
                     "num_key_value_heads": m.num_kv_heads or m.num_heads, "vocab_size": m.vocab_size}
+        if not m.path and m.get("base"):  # stage 0 trains the LLM from its base: that is what is fetched and read
+            return Model(str(m.name), "llm", str(m.base), False, expected)
         return Model(str(m.name), "llm", m.path, bool(m.local_only), expected)
     v = cfg.vision
     expected = {"hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,

@@ -16,15 +16,30 @@ from lmm.validate import accumulation_steps, world_size
 
 
 def stage_optim(cfg: DictConfig, stage: str) -> DictConfig:
-    """lr, batch sizes and epochs of a stage: the `pretrain` block or the tuning method."""
+    """lr, batch sizes and epochs of a stage: the `stage0` or `pretrain` block, or the tuning method."""
+    if stage == "stage0":
+        return cfg.stage0
     return cfg.pretrain if stage == "pretrain" else cfg.tuning
+
+
+def stage_data(cfg: DictConfig, stage: str) -> DictConfig:
+    """The data section a stage trains on."""
+    if stage == "stage0":
+        return cfg.stage0.data
+    return cfg.pretrain_data if stage == "pretrain" else cfg.data
+
+
+def _schedule(cfg: DictConfig, stage: str) -> DictConfig:
+    """Warm-up, decay and weight decay: stage 0 has its own (FastChat's), stages 1-2 share `trainer`'s."""
+    return cfg.stage0 if stage == "stage0" else cfg.trainer
 
 
 def training_arguments(cfg: DictConfig, stage: str, output_dir: Path, run_name: str) -> TrainingArguments:
     opt = stage_optim(cfg, stage)
     world = world_size(cfg, stage)
     bf16 = compute_dtype(cfg) == torch.bfloat16
-    data = cfg.pretrain_data if stage == "pretrain" else cfg.data
+    data = stage_data(cfg, stage)
+    schedule = _schedule(cfg, stage)
     return TrainingArguments(
         output_dir=str(output_dir),
         run_name=run_name,
@@ -33,9 +48,9 @@ def training_arguments(cfg: DictConfig, stage: str, output_dir: Path, run_name: 
         learning_rate=float(opt.lr),
         num_train_epochs=float(opt.epochs),
         max_steps=int(cfg.trainer.max_steps),
-        warmup_steps=float(cfg.trainer.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
-        lr_scheduler_type=cfg.trainer.lr_scheduler,
-        weight_decay=float(cfg.trainer.weight_decay),
+        warmup_steps=float(schedule.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=schedule.lr_scheduler,
+        weight_decay=float(schedule.weight_decay),
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
         logging_steps=int(cfg.trainer.logging_steps),

@@ -14,7 +14,7 @@ from lmm.data.collator import LlavaCollator
 from lmm.data.dataset import LlavaDataset, load_records, load_sharegpt, mix
 from lmm.data.sampler import ModalityLengthGroupedSampler
 from lmm.launch.filelock import exclusive
-from lmm.training.arguments import stage_optim
+from lmm.training.arguments import stage_data, stage_optim
 from lmm.validate import world_size
 
 # Synthetic images are drawn larger than the tiny towers so a higher resolution sees more detail.
@@ -61,8 +61,8 @@ def image_check_cache(cfg: DictConfig, data: DictConfig) -> Path | None:
 
 
 def build_training_data(cfg: DictConfig, stage: str, tokenizer, processor, num_image_tokens: int) -> TrainingData:
-    data = cfg.pretrain_data if stage == "pretrain" else cfg.data
-    template = "plain" if stage == "pretrain" else cfg.model.template
+    data = stage_data(cfg, stage)
+    template = "plain" if stage == "pretrain" else cfg.model.template  # stage 0 teaches the model's template
     dataset = LlavaDataset(
         load_stage_records(data, int(cfg.seed)), tokenizer, template,
         image_folder=data.image_folder, image_processor=processor, num_image_tokens=num_image_tokens,

@@ -37,8 +37,16 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path) -> None:
-    """stage 1: the projector. stage 2: a Hugging Face folder (full) or adapters (+ merged export)."""
+def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path,
+                    tokenizer=None) -> None:
+    """stage 0: the LLM's Hugging Face folder. stage 1: the projector. stage 2: a Hugging Face folder (full) or
+    adapters (+ merged export)."""
+    if stage == "stage0":
+        from lmm.training.stage0 import save_stage0
+
+        save_stage0(trainer, tokenizer, out_dir, write=is_main_process())
+        barrier()
+        return
     save_projector(trainer.model, out_dir, write=is_main_process())
     if stage == "pretrain":
         return
@@ -71,13 +79,20 @@ def mean_loss(losses: list[dict]) -> float | None:
 
 
 def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Path | None = None) -> dict:
-    """Train `stage` ("pretrain" or "finetune") into `out_dir`; returns the stage's statistics."""
+    """Train `stage` ("stage0", "pretrain" or "finetune") into `out_dir`; returns the stage's statistics."""
     started = time.time()
-    assembled = assemble(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(assembled)
-    processor = CLIPImageProcessor.from_pretrained(assembled)
-    model = build_model(cfg, stage, stage1_projector)
-    data = build_training_data(cfg, stage, tokenizer, processor, num_image_tokens(cfg.vision))
+    if stage == "stage0":  # the base LLM alone, text only (lmm.training.stage0)
+        from lmm.training.stage0 import base_source, build_stage0
+
+        model, tokenizer = build_stage0(cfg)
+        assembled, processor, image_tokens = base_source(cfg), None, 1
+    else:
+        assembled = assemble(cfg)
+        tokenizer = AutoTokenizer.from_pretrained(assembled)
+        processor = CLIPImageProcessor.from_pretrained(assembled)
+        model = build_model(cfg, stage, stage1_projector)
+        image_tokens = num_image_tokens(cfg.vision)
+    data = build_training_data(cfg, stage, tokenizer, processor, image_tokens)
     ckpt_dir = out_dir / CHECKPOINTS
     args = training_arguments(cfg, stage, ckpt_dir, run_name=out_dir.name)
     trainer = LmmTrainer(
@@ -101,7 +116,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
     if preempt and preempt.stopped_at is not None:
         attempts.update(preempt.stopped_at, outcome="preempted")
         preemption.requeue(preempt.stopped_at)  # the checkpoint is saved: requeue; nothing below runs
-    _save_artifacts(cfg, stage, trainer, out_dir, assembled)
+    _save_artifacts(cfg, stage, trainer, out_dir, assembled, tokenizer)
     attempts.update(int(trainer.state.global_step), outcome="finished")
     table = parameter_table(trainer.model)
     losses = _loss_history(trainer)
