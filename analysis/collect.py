@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from lmm.records import DONE_FILE, RECORD_FILE, eval_scores
+from lmm.tuning import tuning_method
 
 RUN_COLUMNS = [
     "run_id", "sweep", "source", "folder", "model", "size", "size_b", "llm", "vision", "image_size",
@@ -62,9 +63,11 @@ def llm_label(model: str) -> str:
 
 
 def tuning_label(method: str, rank) -> str:
-    if method == "full" or rank is None or (isinstance(rank, float) and math.isnan(rank)):
-        return "full"
-    return f"{'QLoRA' if method == 'qlora' else 'LoRA'} r{int(rank)}"
+    """`full` (any method that trains the LLM itself, by its name), else the method's table label: `LoRA r64`."""
+    m = tuning_method(method)
+    if not m.adapter or rank is None or _isnan(rank):
+        return m.name
+    return m.table_label(rank)
 
 
 def _g(value: float) -> str:
@@ -73,7 +76,7 @@ def _g(value: float) -> str:
 
 def variant_label(method: str, rank, alpha, lr, recipe_lr) -> str:
     """LoRA settings off the paper's recipe (alpha = 2 × rank, the recipe's lr), e.g. `α16, lr 2e-05`."""
-    if method == "full":
+    if not tuning_method(method).adapter:
         return ""
     parts = []
     if alpha is not None and rank is not None and not _isnan(alpha) and float(alpha) != 2 * float(rank):
@@ -144,12 +147,13 @@ def _hparams(record: dict) -> dict:
     cfg = record.get("config") or {}
     tuning = cfg.get("tuning") or {}
     method = tuning.get("method", "full")
+    adapter = tuning_method(method).adapter
     return {
         "nominal_params_b": _get(cfg, "model", "nominal_params_b"),
         "image_size": _get(cfg, "vision", "image_size"),
         "method": method,
-        "rank": tuning.get("rank") if method != "full" else None,
-        "alpha": tuning.get("alpha") if method != "full" else None,
+        "rank": tuning.get("rank") if adapter else None,
+        "alpha": tuning.get("alpha") if adapter else None,
         "lr": tuning.get("lr"),
         "mixing_ratio": _get(cfg, "data", "sharegpt_ratio", default=0.0),
     }
@@ -180,7 +184,7 @@ def run_row(record: dict, source: str = "runs") -> dict:
     cfg = record.get("config") or {}
     model = choices.get("model") or _get(cfg, "model", "name", default="?")
     method = hp.get("method") or "full"
-    recipe_lr = _get(cfg, "model", "recipe", "full" if method == "full" else "lora", "lr")
+    recipe_lr = _get(cfg, "model", "recipe", tuning_method(method).recipe, "lr")
     finetune, pretrain = _stage(record, "finetune"), _stage(record, "pretrain")
     s1_gph, s2_gph = pretrain.get("gpu_hours_per_node"), finetune.get("gpu_hours_per_node")
     s1_usd, s2_usd = pretrain.get("usd"), finetune.get("usd")

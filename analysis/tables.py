@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.collect import runs_view
+from lmm.tuning import METHOD_ORDER, tuning_method
 
 DASH = "–"
 CHECK, CROSS = "✓", "×"
@@ -396,19 +397,29 @@ def table3b(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", bea
 
 
 def _table4_order(runs: pd.DataFrame) -> pd.DataFrame:
-    runs = runs.assign(_full=runs["method"] == "full", _rank=runs["rank"].fillna(0),
-                       _lora=runs["method"] != "qlora")
-    return runs.sort_values(["size_b", "model", "_full", "_rank", "_lora", "variant"], kind="stable")
+    """Per size: adapters by rank (quantized bases first, then the registry's order), full fine-tuning last."""
+    methods = runs["method"].map(tuning_method)
+    runs = runs.assign(_full=~methods.map(lambda m: m.adapter).astype(bool), _rank=runs["rank"].fillna(0),
+                       _unquantized=~methods.map(lambda m: m.quantized).astype(bool),
+                       _method=runs["method"].map(METHOD_ORDER))
+    return runs.sort_values(["size_b", "model", "_full", "_rank", "_unquantized", "_method", "variant"],
+                            kind="stable")
+
+
+def _tuning_column(run) -> str:
+    """A run's Table 4 column label: `Full`, or the method with its rank (`LoRA r64`, `DoRA r64`)."""
+    method = tuning_method(run["method"])
+    return run["tuning_label"] if method.adapter else method.label
 
 
 def table4(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: int = 1,
            benchmark: str = "llava_bench", reference: bool = False) -> Table:
     """Table 4: performance, GPU-hours per node (stage 2) and trainable parameters (B), one column per
-    LLM size × tuning method (Full, LoRA r<k>, QLoRA r<k>)."""
+    LLM size × tuning method (Full, LoRA r<k>, QLoRA r<k>, DoRA r<k>: lmm.tuning's labels)."""
     data = select(frame, sweep, method)
     runs = _table4_order(trained_here(runs_view(data)).assign(_key=lambda d: _key(d)))
     scores = _scores(data, benchmark, beam)
-    tuning = _labels(runs, lambda r: "Full" if r["method"] == "full" else r["tuning_label"],
+    tuning = _labels(runs, _tuning_column,
                      always=("variant",), ambiguous=("image", "mixing"), scope=size_column)
     cells: dict[tuple, list] = {}
     for (_, run), label in zip(runs.iterrows(), tuning):

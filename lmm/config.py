@@ -10,6 +10,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from lmm.tuning import tuning_method
 from lmm.validate import sweep_problems
 
 # `alpha: ${lmm.mul:${.rank},2}` keeps LoRA's alpha = 2 × rank when only the rank is swept.
@@ -30,7 +31,7 @@ if not OmegaConf.has_resolver("lmm.sweep_folder"):
     OmegaConf.register_new_resolver("lmm.sweep_folder", _sweep_folder)
 # The paper's DeepSpeed choice: ZeRO-3 everywhere except QLoRA, which needs ZeRO-2.
 if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
-    OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: 2 if method == "qlora" else 3)
+    OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: tuning_method(method).paper_zero_stage)
 
 
 def _checkpointing(*, _root_: DictConfig) -> bool:
@@ -124,7 +125,7 @@ class TuningConfig:
     """How stage 2 trains the LLM: full fine-tuning, LoRA or QLoRA, with its optimiser settings."""
 
     name: str = MISSING
-    method: str = "full"  # full | lora | qlora
+    method: str = "full"  # a name in lmm.tuning.METHODS: full | lora | qlora | dora
     # Stage-2 optimisation; the presets take these from the model's recipe for the method.
     lr: float = MISSING
     global_batch_size: int = MISSING

@@ -8,14 +8,10 @@ from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id, sweep_li
 from lmm.plan import preflight
 from lmm.plan.memory import stage_zero
 from lmm.plan.report import summary_line
+from lmm.tuning import tuning_method
 from lmm.validate import accumulation_steps, world_size
 
-TRAINABLE = {
-    "pretrain": "projector (CLIP and LLM frozen)",
-    "full": "projector + LLM (CLIP frozen)",
-    "lora": "projector + LoRA adapters on the LLM (LLM base and CLIP frozen)",
-    "qlora": "projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen)",
-}
+PRETRAIN_TRAINS = "projector (CLIP and LLM frozen)"
 
 
 def stages_of(cfg: DictConfig) -> list[str]:
@@ -27,7 +23,8 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
     world = world_size(cfg, stage)
     nodes = world // cfg.cluster.gpus_per_node
     accum = accumulation_steps(opt.global_batch_size, opt.micro_batch_size, world)
-    what = TRAINABLE["pretrain" if stage == "pretrain" else cfg.tuning.method]
+    method = tuning_method(cfg.tuning.method)
+    what = PRETRAIN_TRAINS if stage == "pretrain" else method.trains
     data = cfg.pretrain_data if stage == "pretrain" else cfg.data
     zero = stage_zero(cfg, stage)
     lines = [
@@ -36,10 +33,10 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
         f"    world {world} = {nodes} node(s) × {cfg.cluster.gpus_per_node} {cfg.cluster.gpu_type}; "
         f"micro {opt.micro_batch_size} × accumulation {accum} × world {world} = global {opt.global_batch_size}",
     ]
-    if stage == "finetune" and cfg.tuning.method != "full":
+    if stage == "finetune" and method.adapter:
         t = cfg.tuning
-        lines.append(f"    LoRA rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
-                     (f", base {t.bits}-bit {t.quant_type}" if t.method == "qlora" else ""))
+        lines.append(f"    {method.label} rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
+                     (f", base {t.bits}-bit {t.quant_type}" if method.quantized else ""))
     return lines
 
 

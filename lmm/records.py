@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lmm.tuning import tuning_method
+
 RECORD_FILE = "results.json"
 DONE_FILE = "DONE"
 # 2: hparams, resources, per-stage summaries with cost, eval placeholder.
@@ -101,15 +103,16 @@ def choices(cfg) -> dict:
 def hparams(cfg) -> dict:
     """The resolved hyper-parameters that tell runs apart in tables and plots."""
     t, p = cfg.tuning, cfg.pretrain
+    adapter = tuning_method(t.method).adapter
     return {
         "nominal_params_b": float(cfg.model.nominal_params_b),
         "image_size": int(cfg.vision.image_size),
         "patch_size": int(cfg.vision.patch_size),
         "projector_type": str(cfg.projector.type),
         "method": str(t.method),
-        "rank": int(t.rank) if t.method != "full" else None,
-        "alpha": float(t.alpha) if t.method != "full" else None,
-        "dropout": float(t.dropout) if t.method != "full" else None,
+        "rank": int(t.rank) if adapter else None,
+        "alpha": float(t.alpha) if adapter else None,
+        "dropout": float(t.dropout) if adapter else None,
         "bits": int(t.bits),
         "lr": float(t.lr),
         "global_batch_size": int(t.global_batch_size),

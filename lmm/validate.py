@@ -9,8 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.launch.identity import STORES
+from lmm.tuning import METHOD_NAMES, METHODS
 
-METHODS = ("full", "lora", "qlora")
 STAGES = ("pretrain", "finetune", "both")
 PROJECTORS = ("linear", "mlp2x_gelu")
 TEMPLATES = ("plain", "vicuna_v1", "llama_2")
@@ -173,7 +173,7 @@ def _range_problems(cfg: DictConfig) -> list[str]:
 def _choice_problems(cfg: DictConfig) -> list[str]:
     out = []
     _choice(out, cfg, "stage.name", STAGES)
-    _choice(out, cfg, "tuning.method", METHODS)
+    _choice(out, cfg, "tuning.method", METHOD_NAMES)
     _choice(out, cfg, "projector.type", PROJECTORS)
     _choice(out, cfg, "model.template", TEMPLATES)
     _choice(out, cfg, "trainer.precision", PRECISIONS, " (auto: bf16 on GPU, fp32 on CPU)")
@@ -208,25 +208,29 @@ def sweep_problems(sweep: str) -> list[str]:
 def _tuning_problems(cfg: DictConfig) -> list[str]:
     out = []
     t, ds = cfg.tuning, cfg.deepspeed
-    if t.method in ("lora", "qlora"):
+    method = METHODS.get(str(t.method))
+    if method is None:  # reported by _choice_problems
+        return out
+    if method.adapter:
         if t.rank <= 0:
             out.append(f"tuning.rank = {t.rank} must be > 0 for {t.method}: set tuning.rank=64 (the paper's).")
         if t.alpha <= 0:
             out.append(f"tuning.alpha = {t.alpha} must be > 0 for {t.method}: the paper uses 2 × tuning.rank.")
         if not 0 <= t.dropout < 1:
             out.append(f"tuning.dropout = {t.dropout} must be in [0, 1).")
-    if t.method == "qlora":
+    if method.quantized:
         if ds.stage == 3:
             out.append(
-                "tuning.method = qlora with deepspeed.stage = 3: 4-bit base weights cannot be partitioned by "
+                f"tuning.method = {t.method} with deepspeed.stage = 3: 4-bit base weights cannot be partitioned by "
                 "ZeRO-3. Use deepspeed=zero2 (the paper's choice for QLoRA) or deepspeed=none."
             )
-        if t.bits != 4:
-            out.append(f"tuning.bits = {t.bits} must be 4 for qlora (or use tuning=lora).")
+        if t.bits != method.base_bits:
+            out.append(f"tuning.bits = {t.bits} must be {method.base_bits} for {t.method} (or use tuning=lora).")
         if t.quant_type not in ("nf4", "fp4"):
             out.append(f"tuning.quant_type = {t.quant_type!r} must be nf4 (the paper's) or fp4.")
     elif t.bits != 16:
-        out.append(f"tuning.bits = {t.bits} with tuning.method = {t.method}: 4-bit needs tuning=qlora.")
+        quantized = ", ".join(f"tuning={m.name}" for m in METHODS.values() if m.quantized)
+        out.append(f"tuning.bits = {t.bits} with tuning.method = {t.method}: 4-bit needs {quantized}.")
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from lmm.config import CONF_DIR, compose
 from lmm.launch.identity import run_id, stage1_id
+from lmm.tuning import METHOD_NAMES
 from lmm.validate import ConfigError, validate
 
 REPO = CONF_DIR.parent
@@ -42,7 +43,7 @@ def test_every_option_composes_and_validates(group, option):
 def test_groups_have_the_required_options():
     assert {"7b", "13b", "33b", "65b", "70b", "tiny_s", "tiny_m", "tiny_l"} <= set(options("model"))
     assert {"clip_l14_224", "clip_l14_336"} <= set(options("vision"))
-    assert set(options("tuning")) == {"full", "lora", "qlora"}
+    assert set(options("tuning")) == set(METHOD_NAMES)  # every registered method has its preset
     assert {"linear", "mlp2x_gelu"} <= set(options("projector"))
     assert {"laion_cc_sbu_558k", "llava_80k", "llava_80k_sharegpt", "synthetic"} <= set(options("data"))
     assert {"zero2", "zero3", "none"} <= set(options("deepspeed"))
@@ -146,7 +147,7 @@ def test_every_problem_is_reported_at_once():
 def test_unknown_group_option_fails_in_hydra():
     from hydra.errors import MissingConfigException
 
-    for override in ["model=99b", "vision=clip_h14", "tuning=dora"]:
+    for override in ["model=99b", "vision=clip_h14", "tuning=vera"]:
         with pytest.raises(MissingConfigException):
             compose([override])
 

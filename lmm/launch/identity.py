@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm.tuning import tuning_method
+
 # The run store: every run lives once under runs/<store>/<run_id>; runs/<sweep>/ holds links to it.
 STAGE1_STORE = "stage1"
 STAGE2_STORE = "stage2"
@@ -61,7 +63,7 @@ def stage1_id(cfg: DictConfig) -> str:
 
 def _tuning_slug(cfg: DictConfig) -> str:
     t = cfg.tuning
-    return t.method if t.method == "full" else f"{t.method}{t.rank}"
+    return tuning_method(t.method).slug(t.rank)
 
 
 def stage2_id(cfg: DictConfig) -> str:

@@ -14,6 +14,7 @@ from lmm.models.assemble import assemble
 from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
 from lmm.training.speed import model_load_kwargs
+from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
 PROJECTOR_FILE = "projector.safetensors"
@@ -76,7 +77,7 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
     folder = assemble(cfg)
     dtype = compute_dtype(cfg)
     kwargs = model_load_kwargs(cfg)  # the attention kernel (speed.attn_implementation)
-    if stage == "finetune" and cfg.tuning.method == "qlora":
+    if stage == "finetune" and tuning_method(cfg.tuning.method).quantized:
         kwargs["quantization_config"] = quantization_config(cfg, dtype)
     # Any weight from_pretrained has to initialise (none is expected) comes from the run's seed too.
     set_seed(int(cfg.seed))

@@ -13,6 +13,7 @@ from lmm.plan.flops import SampleFlops, epoch_flops
 from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, memory_budget_gb, stage_zero
 from lmm.plan.params import ParamCounts, count_params, trainable_params
 from lmm.plan.workload import StageWorkload, stages_of, workload
+from lmm.tuning import TuningMethod, tuning_method
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def plan_stage(cfg: DictConfig, stage: str, counts: ParamCounts, thr: Throughput
 
 def _summary(cfg: DictConfig) -> str:
     t = cfg.tuning
-    method = t.method if t.method == "full" else f"{t.method} r{t.rank}"
+    method = tuning_method(t.method).table_label(t.rank)
     zero = int(cfg.deepspeed.stage)
     return (f"{cfg.model.name} {method} {cfg.vision.image_size}px {cfg.data.name}, "
             f"{'ZeRO-' + str(zero) if zero else 'no ZeRO'}, {cfg.stage.name}")
@@ -149,6 +150,16 @@ def _variant(cfg: DictConfig, changes: dict) -> DictConfig:
     return out
 
 
+def _fallback(method: TuningMethod, to: TuningMethod, zero: int) -> tuple[str, dict]:
+    """The switch to the method's lighter fallback: from full, the paper's rank 64; to a 4-bit base, ZeRO-2."""
+    text, changes = f"tuning={to.name}", {"tuning.method": to.name, "tuning.bits": to.base_bits}
+    if to.adapter and not method.adapter:
+        changes.update({"tuning.rank": 64, "tuning.alpha": 128})
+    if to.quantized and zero == 3:
+        text, changes = f"{text} deepspeed=zero2", {**changes, "deepspeed.stage": 2}
+    return text, changes
+
+
 def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     """Candidate fixes for a stage that does not fit: (overrides, predicted GiB per GPU, fits), best first."""
     t, zero = cfg.tuning, stage_zero(cfg, stage)
@@ -156,16 +167,12 @@ def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     nodes_key = "pretrain.nodes" if own_nodes else "tuning.nodes"
     micro_key = "pretrain.micro_batch_size" if stage == "pretrain" else "tuning.micro_batch_size"
     opt = cfg.pretrain if stage == "pretrain" else t
+    method = tuning_method(t.method) if stage == "finetune" else None
     candidates: list[tuple[str, dict]] = []
-    if zero != 3 and not (stage == "finetune" and t.method == "qlora"):
+    if zero != 3 and not (method is not None and method.quantized):
         candidates.append(("deepspeed=zero3", {"deepspeed.stage": 3}))
-    if stage == "finetune" and t.method == "lora" and zero != 3:
-        candidates.append(("tuning=qlora", {"tuning.method": "qlora", "tuning.bits": 4}))
-    if stage == "finetune" and t.method == "lora" and zero == 3:
-        candidates.append(("tuning=qlora deepspeed=zero2",
-                           {"tuning.method": "qlora", "tuning.bits": 4, "deepspeed.stage": 2}))
-    if stage == "finetune" and t.method == "full":
-        candidates.append(("tuning=lora", {"tuning.method": "lora", "tuning.rank": 64, "tuning.alpha": 128}))
+    if method is not None and method.fallback:
+        candidates.append(_fallback(method, tuning_method(method.fallback), zero))
     nodes = int(cfg.pretrain.nodes if own_nodes else t.nodes)
     for k in (2, 4):
         candidates.append((f"{nodes_key}={nodes * k}", {nodes_key: nodes * k}))

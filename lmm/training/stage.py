@@ -23,6 +23,7 @@ from lmm.training.attempts import AttemptLog
 from lmm.training.checkpoints import ManifestCallback, latest_checkpoint
 from lmm.training.data import build_training_data
 from lmm.training.trainer import LmmTrainer, peak_memory_gb
+from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -42,7 +43,7 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
     save_projector(trainer.model, out_dir, write=is_main_process())
     if stage == "pretrain":
         return
-    if cfg.tuning.method == "full":
+    if not tuning_method(cfg.tuning.method).adapter:
         trainer.save_model(str(out_dir / "model"))
         if is_main_process():
             AutoTokenizer.from_pretrained(assembled).save_pretrained(out_dir / "model")
