@@ -30,8 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmm.launch.store import memberships
 from lmm.records import DONE_FILE, RECORD_FILE, eval_scores
 from lmm.tuning import tuning_method
+from lmm.units import gpu_hours_per_node
 
 RUN_COLUMNS = [
     "run_id", "sweep", "source", "folder", "model", "size", "size_b", "llm", "vision", "image_size",
@@ -43,7 +45,6 @@ RUN_COLUMNS = [
 ]
 SCORE_COLUMNS = ["benchmark", "beam", "metric", "score", "std", "judge_model", "n_eval_runs"]
 COLUMNS = RUN_COLUMNS + SCORE_COLUMNS
-PAPER_GPUS_PER_NODE = 8
 LLM_SUFFIXES = {"llama2": "LLaMA-2"}
 
 
@@ -102,8 +103,6 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
     (runs/<sweep>/<id> as a real folder), keeps the sweep its record names. `runs_dir` may also be
     one sweep's folder: its runs, as that sweep's.
     """
-    from lmm.launch.store import memberships
-
     root = Path(runs_dir).expanduser()
     views = memberships(root)
     for link in (p for p in root.iterdir() if p.is_symlink() and p.is_dir()) if root.is_dir() else ():
@@ -168,7 +167,7 @@ def _stage(record: dict, stage: str) -> dict:
     if not raw:
         return {}
     world = max(int(raw.get("world_size") or 1), 1)
-    gph = float(raw.get("wall_time_s") or 0) / 3600 * world / PAPER_GPUS_PER_NODE
+    gph = gpu_hours_per_node(float(raw.get("wall_time_s") or 0) / 3600, world)
     price = float(_get(record, "config", "cluster", "usd_per_gpu_hour_per_node", default=13.63))
     return {**raw, "gpu_hours_per_node": gph, "usd": gph * price, "gpus": world}
 

@@ -30,6 +30,7 @@ import pandas as pd
 from analysis.collect import runs_view
 from analysis.plots import pick_benchmark
 from analysis.publish import JOB_TYPE, default_out, load_sweep, sweep_tables, table_name, wandb_target
+from lmm.sweep import SWEEPS_DIR
 from lmm.tuning import tuning_method
 
 GROUP_BY = ("model", "tuning")  # Hydra choices lmm.tracking logs as top-level config keys
@@ -98,7 +99,6 @@ def grid_choices(sweep: str) -> dict[str, list[str]]:
     """The Hydra grid of `sweeps/<sweep>.yaml` (`hydra.sweeper.params`): override → values; {} when none."""
     from omegaconf import OmegaConf
 
-    from lmm.sweep import SWEEPS_DIR
 
     path = SWEEPS_DIR / f"{sweep}.yaml"
     if not path.exists():

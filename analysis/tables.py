@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.collect import runs_view
+from analysis.collect import collect, collect_wandb_csv, runs_view
+from analysis.reference import baseline_rows, reference_frame
 from lmm.tuning import METHOD_ORDER, tuning_method
 
 DASH = "–"
@@ -472,8 +473,6 @@ def table5(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", beam
 def base_llm_label(row: pd.Series) -> str:
     """A bare LLM's row in Table 5: the paper's name for its preset (Vicuna-13B, LLaMA-2-70B-Chat) when the
     command named one, else the checkpoint's own name."""
-    from analysis.reference import baseline_rows
-
     preset = row.get("checkpoint_preset") or ""
     if preset:
         paper = baseline_rows("5")
@@ -548,8 +547,6 @@ TABLE_FUNCTIONS: dict[str, Callable[..., Table]] = {"1": table1, "2": table2, "3
 def reported_table(key: str) -> Table:
     """The paper's table: the table function on the reference records of its sweep, plus the rows of
     other systems (Bard, Bing Chat, MM-Vet's quoted models, the base LLMs of Table 5)."""
-    from analysis.reference import baseline_rows, reference_frame
-
     table = TABLE_FUNCTIONS[key](reference_frame(), sweep=PAPER_SWEEPS[key])
     if key == "4":  # the LoRA hyper-parameter runs of Section 3.2 are text, not columns of Table 4
         keep = [c for c in table.values.columns if "α" not in c[1] and "lr " not in c[1]]
@@ -681,7 +678,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true", help="the paper's reported tables only (no runs)")
     args = parser.parse_args(argv)
 
-    from analysis.collect import collect, collect_wandb_csv
 
     if args.paper:
         tables = [reported_table(key) for key in table_keys(args.table) if key in TABLE_FUNCTIONS]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from lmm import CONF_DIR
+from lmm.launch.identity import sweep_problems
+from lmm.plan.checkpointing import checkpointing_needed
 from lmm.tuning import tuning_method
-from lmm.validate import sweep_problems
 
 # `alpha: ${lmm.mul:${.rank},2}` keeps LoRA's alpha = 2 × rank when only the rank is swept.
 if not OmegaConf.has_resolver("lmm.mul"):
@@ -35,8 +36,6 @@ if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
 
 
 def _checkpointing(*, _root_: DictConfig) -> bool:
-    from lmm.plan.checkpointing import checkpointing_needed  # the planner imports this module
-
     return checkpointing_needed(_root_)
 
 
@@ -399,17 +398,16 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked)
-    and lmm's launchers (`hydra/launcher=slurm`, `submitit`)."""
-    import hydra_plugins.lmm_launcher.launcher  # noqa: F401  (stores the launcher configs)
+    """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked).
 
+    lmm's launchers (`hydra/launcher=lmm_slurm`, `submitit`) register themselves: Hydra's plugin discovery
+    imports every module of the `hydra_plugins` namespace package before it composes a config."""
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
 register_configs()
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False

@@ -5,11 +5,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from lmm.launch.identity import run_dir, run_id, stage1_dir, stage1_id, sweep_link
-from lmm.plan import preflight
+from lmm.launch.resources import accumulation_steps, world_size
 from lmm.plan.memory import stage_zero
+from lmm.plan.preflight import preflight
 from lmm.plan.report import summary_line
 from lmm.tuning import tuning_method
-from lmm.validate import accumulation_steps, world_size
 
 PRETRAIN_TRAINS = "projector (CLIP and LLM frozen)"
 

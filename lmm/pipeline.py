@@ -13,8 +13,9 @@ from lmm.dryrun import stages_of
 from lmm.launch.identity import run_dir, stage1_dir, sweep_link
 from lmm.launch.rundir import clear_failed, mark_failed, run_lock
 from lmm.launch.store import link_into_sweep
+from lmm.ranks import barrier, is_main_process
 from lmm.records import build_run_record, build_stage1_record, is_done, mark_done, write_record
-from lmm.training.stage import barrier, is_main_process, train_stage
+from lmm.training.stage import train_stage
 
 log = logging.getLogger(__name__)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.launch.identity import STORES
+from lmm import CONF_DIR
+from lmm.eval.benchmarks import BENCHMARK_NAMES
+from lmm.launch.identity import sweep_problems
+from lmm.launch.resources import world_size
+from lmm.prepare import missing_files
+from lmm.reproduce import stage1_command
 from lmm.tuning import METHOD_NAMES, METHODS
 
 STAGES = ("pretrain", "finetune", "both")
@@ -23,8 +27,6 @@ LOGGER_MODES = ("online", "offline", "disabled")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
 # A sweep names a folder runs/<sweep>/: a plain name, never a path, and not one of the run store's folders.
-SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-RESERVED_SWEEPS = STORES  # runs/stage1, runs/stage2, runs/checkpoints: the stores themselves
 # Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
 # and Hydra's own node in configs a launcher composes.
 FREE_FORM_KEYS = ("run", "hydra")
@@ -32,17 +34,6 @@ FREE_FORM_KEYS = ("run", "hydra")
 
 class ConfigError(ValueError):
     """An invalid config: the message names every offending field and how to fix it."""
-
-
-def world_size(cfg: DictConfig, stage: str) -> int:
-    """Ranks of a stage: nodes × GPUs per node. A stage=both job runs stage 1 on the job's (stage-2) nodes."""
-    nodes = cfg.pretrain.nodes if stage == "pretrain" and cfg.stage.name == "pretrain" else cfg.tuning.nodes
-    return int(nodes) * int(cfg.cluster.gpus_per_node)
-
-
-def accumulation_steps(global_batch: int, micro_batch: int, world: int) -> int:
-    """Gradient-accumulation steps that turn micro-batches on `world` ranks into the global batch."""
-    return global_batch // (micro_batch * world)
 
 
 def _batch_problems(prefix: str, opt, world: int, cfg_stage: str) -> list[str]:
@@ -104,8 +95,6 @@ def _unknown_key_problems(cfg: DictConfig) -> list[str]:
 
 def vision_options(image_size: int) -> list[str]:
     """The conf/vision options whose tower takes `image_size` px."""
-    from lmm.config import CONF_DIR
-
     return sorted(p.stem for p in (CONF_DIR / "vision").glob("*.yaml")
                   if OmegaConf.load(p).get("image_size") == image_size)
 
@@ -182,8 +171,6 @@ def _choice_problems(cfg: DictConfig) -> list[str]:
     _choice(out, cfg, "logger.mode", LOGGER_MODES)
     if cfg.deepspeed.stage not in (0, 2, 3):
         out.append(f"deepspeed.stage = {cfg.deepspeed.stage} must be 0 (none), 2 or 3.")
-    from lmm.eval.benchmarks import BENCHMARK_NAMES
-
     unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARK_NAMES]
     if unknown:
         out.append(f"eval.benchmarks has unknown {', '.join(map(repr, unknown))}: the benchmarks are "
@@ -193,16 +180,6 @@ def _choice_problems(cfg: DictConfig) -> list[str]:
 
 def _sweep_problems(cfg: DictConfig) -> list[str]:
     return sweep_problems(str(cfg.sweep))
-
-
-def sweep_problems(sweep: str) -> list[str]:
-    """Why a sweep name cannot name a folder runs/<sweep>/ (empty when it can)."""
-    if not SWEEP_NAME.fullmatch(sweep):
-        return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
-                "or digit): it names the folder runs/<sweep>/."]
-    if sweep in RESERVED_SWEEPS:
-        return [f"sweep = {sweep!r} is reserved: runs/{sweep}/ is the run store itself. Pick another name."]
-    return []
 
 
 def _tuning_problems(cfg: DictConfig) -> list[str]:
@@ -266,9 +243,6 @@ def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
     """Files a real run reads that are not there, each data set and benchmark file with the `python -m
     lmm.prepare ...` command that fetches it (generated synthetic data is made on first use; pretrained
     weights are checked, and fetched when reachable, by lmm.models.weights)."""
-    # Imported here: lmm.prepare reads lmm.config, which imports this module for its sweep-name check.
-    from lmm.prepare import missing_files
-
     out = missing_files(cfg, stage1_exists, models=False)
     projector = cfg.stage.projector_path
     if projector and cfg.stage.name != "pretrain" and not Path(projector).exists():
@@ -297,8 +271,6 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bo
     if stage in ("finetune", "both"):
         out += _batch_problems("tuning", cfg.tuning, world_size(cfg, "finetune"), stage)
     if stage == "finetune" and not cfg.stage.projector_path and stage1_exists is False:
-        from lmm.launch.identity import stage1_command
-
         out.append(
             "stage.name = finetune but no stage-1 projector: stage.projector_path is null and the stage-1 run "
             f"for this LLM, tower, projector, stage-1 data and seed does not exist. Produce it with:\n"

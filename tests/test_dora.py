@@ -17,11 +17,10 @@ from lmm.models.build import build_model
 from lmm.models.checkpoint import load_trained
 from lmm.models.trainable import trainable_names
 from lmm.pipeline import run_pipeline
-from lmm.plan import preflight
 from lmm.plan.flops import sample_flops
 from lmm.plan.memory import estimate_memory
 from lmm.plan.params import count_params, llm_block_linears
-from lmm.plan.preflight import fixes
+from lmm.plan.preflight import fixes, preflight
 from lmm.plan.workload import workload
 from lmm.records import is_done, read_record
 from lmm.tuning import METHOD_NAMES, tuning_method

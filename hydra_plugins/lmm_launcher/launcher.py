@@ -124,7 +124,7 @@ class _LmmSubmititMixin:
     def _points(self, job_overrides, initial_job_idx: int, check_memory: bool, dry_run: bool) -> list:
         """Compose, validate and memory-check every grid point; raise listing every problem at once."""
         from lmm.launch.identity import run_dir, run_id, stage1_dir
-        from lmm.plan import PredictedOOM, check_fits, preflight
+        from lmm.plan.preflight import PredictedOOM, check_fits, preflight
         from lmm.records import is_done
         from lmm.validate import ConfigError, validate, validate_files
 
@@ -162,7 +162,7 @@ class _LmmSubmititMixin:
         from lmm.launch.jobs import latest_job, queue_states
         from lmm.launch.resources import job_resources
         from lmm.launch.rundir import is_locked
-        from lmm.plan import PredictedOOM, check_fits
+        from lmm.plan.preflight import PredictedOOM, check_fits
         from lmm.records import is_done
         from lmm.validate import ConfigError, validate
 
@@ -329,7 +329,7 @@ class _LmmSubmititMixin:
         """Print every job (request, dependencies, plan) and the totals; fail when a point would not fit."""
         from lmm.dryrun import format_plan
         from lmm.launch.identity import stage1_dir
-        from lmm.plan import preflight
+        from lmm.plan.preflight import preflight
         from lmm.records import is_done
 
         print(f"{len(points)} grid point(s) → {len(specs)} job(s): "

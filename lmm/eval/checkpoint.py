@@ -118,7 +118,7 @@ def checkpoint_dir(cfg: DictConfig, checkpoint: Checkpoint) -> Path:
 
 
 def _presets(group: str) -> dict[str, dict]:
-    from lmm.config import CONF_DIR
+    from lmm import CONF_DIR
 
     out = {}
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
@@ -289,9 +289,9 @@ def load_checkpoint(cfg: DictConfig, checkpoint: Checkpoint) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
 
     from lmm.data.templates import IMAGE_TOKEN
-    from lmm.models.build import compute_dtype
     from lmm.models.checkpoint import eval_placement
     from lmm.models.llava import LmmLlava
+    from lmm.training.speed import compute_dtype
 
     placement = eval_placement(cfg)
     dtype = compute_dtype(cfg)

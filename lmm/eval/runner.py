@@ -25,9 +25,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm.atomic import write_text_atomic
 from lmm.eval.benchmarks import Benchmark, BenchmarkError, EvalContext, Item, ParseFailures, get_benchmark
-from lmm.eval.benchmarks.base import read_jsonl, write_jsonl, write_text_atomic
-from lmm.launch.filelock import exclusive
+from lmm.eval.benchmarks.base import read_jsonl, write_jsonl
+from lmm.filelock import exclusive
 from lmm.records import is_done, read_record, update_record
 
 log = logging.getLogger(__name__)

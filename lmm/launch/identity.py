@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +16,9 @@ STAGE1_STORE = "stage1"
 STAGE2_STORE = "stage2"
 CHECKPOINT_STORE = "checkpoints"  # records of evaluated checkpoints (python -m lmm.eval +checkpoint=...)
 STORES = (STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
+# A sweep names the folder runs/<sweep>/: a plain name, and never one of the stores themselves.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_SWEEPS = STORES
 
 # Keys that say where things are or how a run is watched, not what it computes: a moved data folder
 # or another hub mirror must not change a run's identity.
@@ -107,9 +111,11 @@ def sweep_link(cfg: DictConfig) -> Path:
     return runs_dir(cfg) / cfg.sweep / run_id(cfg)
 
 
-def stage1_command(cfg: DictConfig) -> str:
-    """The command that trains the stage-1 run this config needs, with every override that decides that run's
-    identity and location (the run's own Hydra overrides with stage=pretrain; see lmm.reproduce)."""
-    from lmm.reproduce import stage1_command as command
-
-    return command(cfg)
+def sweep_problems(sweep: str) -> list[str]:
+    """Why a sweep name cannot name a folder runs/<sweep>/ (empty when it can)."""
+    if not SWEEP_NAME.fullmatch(sweep):
+        return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
+                "or digit): it names the folder runs/<sweep>/."]
+    if sweep in RESERVED_SWEEPS:
+        return [f"sweep = {sweep!r} is reserved: runs/{sweep}/ is the run store itself. Pick another name."]
+    return []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from lmm.records import write_json_atomic
+from lmm.atomic import write_json_atomic
 
 LOCK_FILE = ".lock"
 FAILED_FILE = "FAILED"

@@ -21,7 +21,7 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from lmm.data.tokenizer import image_token_id, load_tokenizer
-from lmm.launch.filelock import exclusive
+from lmm.filelock import exclusive
 from lmm.models.llava import LinearProjector, LmmLlava
 
 log = logging.getLogger(__name__)

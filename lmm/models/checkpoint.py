@@ -7,8 +7,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lmm.models.build import compute_dtype, load_projector
+from lmm.models.build import load_projector
 from lmm.models.llava import LmmLlava
+from lmm.training.speed import compute_dtype
 
 
 def _base_folder(run_dir: Path) -> Path:

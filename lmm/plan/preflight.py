@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.launch.identity import run_id, stage1_dir, stage1_id, stage2_id
-from lmm.plan.cost import Throughput, gpu_hours_per_node, throughput, usd, wall_hours
+from lmm.plan.cost import Throughput, throughput, usd, wall_hours
 from lmm.plan.flops import SampleFlops, epoch_flops
 from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, memory_budget_gb, stage_zero
 from lmm.plan.params import ParamCounts, count_params, trainable_params
+from lmm.plan.table4 import paper_calibration
 from lmm.plan.workload import StageWorkload, stages_of, workload
 from lmm.tuning import TuningMethod, tuning_method
+from lmm.units import gpu_hours_per_node
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,16 @@ def _summary(cfg: DictConfig) -> str:
             f"{'ZeRO-' + str(zero) if zero else 'no ZeRO'}, {cfg.stage.name}")
 
 
-def preflight(cfg: DictConfig, stage1_present: bool | None = None) -> PlanResult:
+def preflight(cfg: DictConfig, stage1_present: bool | None = None,
+              calibration: Callable[[], Throughput] = paper_calibration) -> PlanResult:
     """Plan every stage `stage.name` runs: parameters, memory per GPU and verdict, time and cost.
 
     With stage=both, a stage-1 run already on disk (`stage1_present`, looked up when None) is reused and
-    costs nothing, as `lmm.train` would do.
+    costs nothing, as `lmm.train` would do. `calibration` gives the achieved TFLOP/s per GPU when
+    `plan.achieved_tflops_per_gpu` is unset (default: Table 4's 7B full column).
     """
     counts = count_params(cfg)
-    thr = throughput(cfg)
+    thr = throughput(cfg, calibration)
     if stage1_present is None:
         stage1_present = (stage1_dir(cfg) / "DONE").exists()
     stages = tuple(

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from lmm.launch.resources import world_size
 from lmm.plan.params import image_tokens
 from lmm.tuning import tuning_method
-from lmm.validate import world_size
 
 # Mean tokens of one text-only ShareGPT conversation, an order-of-magnitude estimate (the paper does not
 # give it): Vicuna's ShareGPT data is cut into chunks of at most 2048 tokens, and the 370M training tokens

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, CLIPImageProcessor
 
@@ -16,6 +15,7 @@ from lmm.models.assemble import assemble, num_image_tokens
 from lmm.models.build import build_model, save_projector
 from lmm.models.checkpoint import export_merged
 from lmm.models.trainable import parameter_table
+from lmm.ranks import barrier, is_main_process
 from lmm.tracking import finish_tracking, start_tracking
 from lmm.training import preemption
 from lmm.training.arguments import training_arguments
@@ -27,15 +27,6 @@ from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
-
-
-def is_main_process() -> bool:
-    return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path) -> None:

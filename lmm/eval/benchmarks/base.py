@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 from PIL import Image
 
+from lmm.atomic import write_text_atomic
 from lmm.eval.judge import JudgeClient, JudgeRequest
 from lmm.eval.rescore import read_json, read_jsonl  # noqa: F401  (re-exported for the benchmarks)
 
@@ -121,14 +120,6 @@ def require(path: str | Path, what: str, config_key: str) -> Path:
     return path
 
 
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, require, write_text_atomic
+from lmm.atomic import write_text_atomic
+from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, require
 from lmm.eval.scorers import MMBENCH_QUESTION_MODULUS, mmbench_circular
 
 OPTIONS = ("A", "B", "C", "D")

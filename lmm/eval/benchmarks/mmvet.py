@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lmm.atomic import write_text_atomic
 from lmm.eval.benchmarks.base import (
     Benchmark,
     EvalContext,
@@ -16,7 +17,6 @@ from lmm.eval.benchmarks.base import (
     read_json,
     require,
     write_jsonl,
-    write_text_atomic,
 )
 from lmm.eval.judge import JudgeRequest
 from lmm.eval.prompts import JUDGE_PARAMS, build_mmvet_query, load_grader_prompt
