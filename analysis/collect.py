@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from lmm.launch.store import memberships
+from lmm.layout import CHECKPOINTS_DIR
 from lmm.records import DONE_FILE, RECORD_FILE, eval_scores
 from lmm.tuning import tuning_method
 from lmm.units import gpu_hours_per_node
@@ -114,7 +115,7 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
         inside = folder.relative_to(base).parts if folder.is_relative_to(base) else ()
         # Hidden folders (Hydra's logs, duplicates set aside by `lmm.sweep migrate`), W&B's files and training
         # checkpoints inside a run hold no run of a sweep; runs/checkpoints/<slug> (evaluated checkpoints) does.
-        if any(part == "wandb" or part.startswith(".") for part in inside) or "checkpoints" in inside[1:]:
+        if any(part == "wandb" or part.startswith(".") for part in inside) or CHECKPOINTS_DIR in inside[1:]:
             continue
         if not (folder / RECORD_FILE).exists():
             continue

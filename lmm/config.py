@@ -157,7 +157,6 @@ class DataConfig:
     sharegpt_ratio: float = 0.0
     max_length: int = 2048
     image_aspect: str = "pad"  # pad (to square with the processor's mean colour) | resize
-    image_size: int = II("vision.image_size")  # what preprocessing produces; must equal the tower's
     max_bad_fraction: float = 0.01
     group_by_length: bool = True
     # DataLoader worker processes per rank: images are decoded and preprocessed while the GPU computes (0 = in

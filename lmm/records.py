@@ -39,11 +39,10 @@ from pathlib import Path
 
 from lmm.atomic import write_json_atomic
 from lmm.launch.identity import run_id, stage1_id
+from lmm.layout import DONE_FILE, RECORD_FILE
 from lmm.tuning import tuning_method
 from lmm.units import gpu_hours_per_node, usd
 
-RECORD_FILE = "results.json"
-DONE_FILE = "DONE"
 # 2: hparams, resources, per-stage summaries with cost, eval placeholder.
 SCHEMA_VERSION = 2
 # The Hydra config groups a record names its choice of (`choices`), in this order.

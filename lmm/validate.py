@@ -7,7 +7,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm import CONF_DIR
 from lmm.eval.benchmarks import BENCHMARK_NAMES
 from lmm.launch.identity import sweep_problems
 from lmm.launch.resources import world_size
@@ -91,19 +90,6 @@ def _unknown_key_problems(cfg: DictConfig) -> list[str]:
         out.append(f"{key} is not a setting of {where} (a typo, or a `+` that added it?): remove it; "
                    f"`python -m lmm.train --cfg job` lists every setting.")
     return out
-
-
-def vision_options(image_size: int) -> list[str]:
-    """The conf/vision options whose tower takes `image_size` px."""
-    return sorted(p.stem for p in (CONF_DIR / "vision").glob("*.yaml")
-                  if OmegaConf.load(p).get("image_size") == image_size)
-
-
-def _image_size_fix(size: int) -> str:
-    options = vision_options(size)
-    if options:
-        return f"pick a tower trained at {size} px ({', '.join(f'vision={o}' for o in options)})"
-    return f"no vision option takes {size} px"
 
 
 def _shape_problems(cfg: DictConfig) -> list[str]:
@@ -213,14 +199,8 @@ def _tuning_problems(cfg: DictConfig) -> list[str]:
 
 def _data_problems(cfg: DictConfig) -> list[str]:
     out = []
-    v = cfg.vision
     for key in ("data", "pretrain_data"):
         d = cfg[key]
-        if d.image_size != v.image_size:
-            out.append(
-                f"{key}.image_size = {d.image_size} does not match the vision tower ({v.name}: "
-                f"vision.image_size = {v.image_size}): remove the override, or {_image_size_fix(d.image_size)}."
-            )
         _choice(out, cfg, f"{key}.kind", DATA_KINDS)
         _choice(out, cfg, f"{key}.image_aspect", ("pad", "resize", "crop"))
         if d.sharegpt_ratio < 0 or (d.sharegpt_ratio > 0 and not d.sharegpt_path):

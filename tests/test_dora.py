@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from analysis import tables
 from analysis.collect import collect, runs_view
+from lmm import layout
 from lmm.config import compose
 from lmm.launch.identity import run_dir, stage1_dir, stage2_id
 from lmm.models.build import build_model
@@ -71,6 +72,9 @@ def test_two_stage_dora_run_saves_magnitudes_and_reloads(root):
     folder = run_pipeline(cfg)
     assert folder == run_dir(cfg) and is_done(folder) and is_done(stage1_dir(cfg))
     assert "-dora8-" in folder.name
+    # Every entry of both run folders is one lmm.layout names.
+    assert {p.name for p in folder.iterdir()} <= layout.ENTRIES
+    assert {p.name for p in stage1_dir(cfg).iterdir()} <= layout.ENTRIES
     record = read_record(folder)
     assert record["hparams"]["method"] == "dora" and record["hparams"]["rank"] == 8
     assert record["finetune"]["steps"] == 3 and record["finetune"]["final_loss"] > 0

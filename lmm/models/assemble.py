@@ -23,6 +23,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from lmm.data.tokenizer import image_token_id, load_tokenizer
 from lmm.filelock import exclusive
 from lmm.models.llava import LinearProjector, LmmLlava
+from lmm.towers import image_tokens
 
 log = logging.getLogger(__name__)
 MARKER = "ASSEMBLED"
@@ -33,8 +34,8 @@ class MissingCheckpoint(FileNotFoundError):
 
 
 def num_image_tokens(vision: DictConfig) -> int:
-    """Patches per image (CLS dropped): 256 at 224 px, 576 at 336 px with 14 px patches."""
-    return (vision.image_size // vision.patch_size) ** 2
+    """Image tokens per image (lmm.towers): 256 at 224 px, 576 at 336 px with 14 px patches (CLS dropped)."""
+    return image_tokens(vision.image_size, vision.patch_size, vision.feature_select)
 
 
 def assembled_dir(cfg: DictConfig) -> Path:

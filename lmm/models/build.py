@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
+from lmm.layout import PROJECTOR_FILE
 from lmm.models.assemble import assemble
 from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
@@ -17,7 +18,6 @@ from lmm.training.speed import compute_dtype, model_load_kwargs
 from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
-PROJECTOR_FILE = "projector.safetensors"
 # bitsandbytes matches skip-module names from the start of the module path.
 QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 

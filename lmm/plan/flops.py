@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 
 from lmm.plan.params import ParamCounts
 from lmm.plan.workload import StageWorkload
+from lmm.towers import patches
 from lmm.tuning import tuning_method
 
 
@@ -60,7 +61,7 @@ class SampleFlops:
 def vision_flops(cfg: DictConfig, counts: ParamCounts) -> float:
     """Forward FLOPs of the frozen CLIP tower for one image (CLS token included)."""
     v = cfg.vision
-    tokens = (int(v.image_size) // int(v.patch_size)) ** 2 + 1
+    tokens = patches(v.image_size, v.patch_size) + 1  # the tower runs its CLS token whatever LLaVA keeps
     patch_embed = 2 * 3 * int(v.patch_size) ** 2 * int(v.hidden_size) * (tokens - 1)
     attention = 4 * int(v.num_layers) * int(v.hidden_size) * tokens**2
     return 2 * counts.vision_linear * tokens + attention + patch_embed

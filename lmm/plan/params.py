@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from lmm import towers
 from lmm.tuning import tuning_method
 
 # Module paths as transformers 5 names them inside `LlavaForConditionalGeneration`; PEFT matches
@@ -59,8 +60,7 @@ def vision_block_linears(vision: DictConfig) -> list[Linear]:
 
 def image_tokens(vision: DictConfig) -> int:
     """Tokens one image adds to the LLM's sequence: (image_size / patch_size)², plus CLS if it is kept."""
-    n = (int(vision.image_size) // int(vision.patch_size)) ** 2
-    return n + (1 if vision.feature_select in ("full", "cls_patch") else 0)
+    return towers.image_tokens(vision.image_size, vision.patch_size, vision.feature_select)
 
 
 def projector_linears(cfg: DictConfig) -> list[Linear]:
@@ -105,7 +105,7 @@ def llm_params(model: DictConfig) -> int:
 def vision_params(vision: DictConfig) -> int:
     """CLIP ViT (`CLIPVisionModel`): patch conv (no bias), CLS and position embeddings, pre/post LayerNorm, blocks."""
     d, p = int(vision.hidden_size), int(vision.patch_size)
-    positions = (int(vision.image_size) // p) ** 2 + 1
+    positions = towers.patches(vision.image_size, p) + 1  # CLS has a position too
     embeddings = 3 * p * p * d + d + positions * d
     block = sum(lin.params for lin in vision_block_linears(vision)) + 2 * 2 * d
     return embeddings + 2 * 2 * d + int(vision.num_layers) * block

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, CLIPImageProcessor
 
+from lmm.layout import adapter_dir, checkpoints_dir, model_dir
 from lmm.models.assemble import assemble, num_image_tokens
 from lmm.models.build import build_model, save_projector
 from lmm.models.checkpoint import export_merged
@@ -26,7 +27,6 @@ from lmm.training.trainer import LmmTrainer, peak_memory_gb
 from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
 
 
 def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path) -> None:
@@ -35,12 +35,12 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
     if stage == "pretrain":
         return
     if not tuning_method(cfg.tuning.method).adapter:
-        trainer.save_model(str(out_dir / "model"))
+        trainer.save_model(str(model_dir(out_dir)))
         if is_main_process():
-            AutoTokenizer.from_pretrained(assembled).save_pretrained(out_dir / "model")
-            CLIPImageProcessor.from_pretrained(assembled).save_pretrained(out_dir / "model")
+            AutoTokenizer.from_pretrained(assembled).save_pretrained(model_dir(out_dir))
+            CLIPImageProcessor.from_pretrained(assembled).save_pretrained(model_dir(out_dir))
     else:
-        trainer.save_model(str(out_dir / "adapter"))
+        trainer.save_model(str(adapter_dir(out_dir)))
         barrier()
         if cfg.tuning.merge_on_save and is_main_process():
             export_merged(cfg, out_dir)
@@ -70,7 +70,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
     processor = CLIPImageProcessor.from_pretrained(assembled)
     model = build_model(cfg, stage, stage1_projector)
     data = build_training_data(cfg, stage, tokenizer, processor, num_image_tokens(cfg.vision))
-    ckpt_dir = out_dir / CHECKPOINTS
+    ckpt_dir = checkpoints_dir(out_dir)
     args = training_arguments(cfg, stage, ckpt_dir, run_name=out_dir.name)
     trainer = LmmTrainer(
         model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,
