@@ -64,7 +64,7 @@ class RecipeConfig:
     pretrain: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 256, 8, 1.0, 1))
     # Stage 2 full fine-tuning: lr 2e-5, global batch 512 on 4 nodes × 8 A100-80G.
     full: StageRecipe = field(default_factory=lambda: StageRecipe(2e-5, 512, 4, 1.0, 4))
-    # Stage 2 LoRA/QLoRA: lr 1e-4, global batch 64 on 1 node (33B) or 2 nodes (65B).
+    # Stage 2 LoRA/QLoRA (and DoRA, which the paper lacks): lr 1e-4, global batch 64 on 1 node (33B) or 2 (65B).
     lora: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 64, 4, 1.0, 1))
 
 
@@ -121,7 +121,7 @@ class ProjectorConfig:
 
 @dataclass
 class TuningConfig:
-    """How stage 2 trains the LLM: full fine-tuning, LoRA or QLoRA, with its optimiser settings."""
+    """How stage 2 trains the LLM: full fine-tuning or an adapter method (lmm.tuning), with its optimiser settings."""
 
     name: str = MISSING
     method: str = "full"  # a name in lmm.tuning.METHODS: full | lora | qlora | dora
