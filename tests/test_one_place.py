@@ -64,3 +64,15 @@ def test_run_folder_paths_are_named_by_the_layout(tmp_path):
     assert layout.checkpoints_dir(tmp_path) == tmp_path / "checkpoints"
     assert layout.eval_dir(tmp_path, "mmvet", "beam1") == tmp_path / "eval" / "mmvet" / "beam1"
     assert {layout.RECORD_FILE, layout.DONE_FILE} <= layout.ENTRIES
+
+
+def test_benchmarks_are_registered_once_and_rescore_finds_them_there():
+    from lmm.eval import rescore
+    from lmm.eval.benchmarks import BENCHMARK_NAMES, get_benchmark, registry
+
+    assert tuple(registry()) == BENCHMARK_NAMES
+    # Rescoring covers exactly the benchmarks whose module says what saved files it reads.
+    assert rescore.BENCHMARKS == ("llava_bench", "llava_bench_coco", "mmvet", "mmbench", "vicuna80")
+    assert all(get_benchmark(name).rescore_files for name in rescore.BENCHMARKS)
+    with pytest.raises(ValueError, match="mmlu is not rescored from saved files"):
+        get_benchmark("mmlu").rescore(["x"])

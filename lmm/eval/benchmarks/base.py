@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from lmm.atomic import write_text_atomic
+from lmm.eval.benchmarks.common import BenchmarkScore, read_json, read_jsonl  # noqa: F401  (read_*: re-exported)
 from lmm.eval.judge import JudgeClient, JudgeRequest
-from lmm.eval.rescore import read_json, read_jsonl  # noqa: F401  (re-exported for the benchmarks)
 
 
 class BenchmarkError(RuntimeError):
@@ -157,3 +157,12 @@ class Benchmark:
 
     def evaluate(self, ctx: EvalContext, model: Callable[[], Any], out: Path) -> dict:
         raise NotImplementedError
+
+    # What `python -m lmm.eval.rescore` reads to score this benchmark again without any API call (None: it
+    # cannot be rescored from saved files).
+    rescore_files: str | None = None
+
+    def rescore(self, files: Sequence[str | Path], *, capabilities: str | Path | None = None,
+                questions: str | Path | None = None, category_column: str | None = None) -> BenchmarkScore:
+        """The published-scale score of saved judge outputs (or predictions), as the benchmark's own scripts."""
+        raise ValueError(f"{self.name} is not rescored from saved files")
