@@ -25,7 +25,6 @@ LOGGER_MODES = ("online", "offline", "disabled")
 # evaluation metric (reduce_lr_on_plateau, greedy); tests check this split against transformers' list.
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
-# A sweep names a folder runs/<sweep>/: a plain name, never a path, and not one of the run store's folders.
 # Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
 # and Hydra's own node in configs a launcher composes.
 FREE_FORM_KEYS = ("run", "hydra")
