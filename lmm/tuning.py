@@ -20,12 +20,20 @@ class TuningMethod:
     adapter: bool  # PEFT LoRA-family adapters on a frozen LLM (False: the LLM's own weights train)
     trains: str  # what stage 2 trains, as the dry run prints it
     base_bits: int = 16  # the frozen base's weight bits; 4 = bitsandbytes 4-bit (QLoRA)
-    # DoRA: a trained magnitude per output feature of each wrapped linear. PEFT's DoRA reruns the wrapped base
-    # linear on the dropped-out input while training with lora dropout > 0 (its forward cannot reuse the base
-    # output then), and keeps the base and adapter outputs for the magnitude's gradient.
+    # DoRA: a trained magnitude per output feature of each wrapped linear (PEFT's `use_dora`).
     magnitude: bool = False
     recipe: str = "lora"  # the `model.recipe` block its presets and the analysis read lr/batch from
     fallback: str | None = None  # the method the planner suggests when this one does not fit in memory
+    # The planner's factors (lmm.plan.flops and lmm.plan.memory read them; nothing there names a method):
+    # - base_reruns: extra forward passes of each wrapped base linear while training with lora dropout > 0
+    #   (PEFT's DoRA runs the base again on the dropped-out input: its forward cannot reuse the base output).
+    # - kept_outputs: extra activations per wrapped linear and token, in units of its output (DoRA keeps the
+    #   base and the adapter outputs for its magnitudes' gradient).
+    # - materialised_weights: transient copies of the widest wrapped weight while it runs (QLoRA dequantises
+    #   one, forward and backward; DoRA builds W + s·BA and B·A for its weight norm).
+    base_reruns: int = 0
+    kept_outputs: int = 0
+    materialised_weights: int = 0
 
     @property
     def quantized(self) -> bool:
@@ -66,9 +74,10 @@ METHODS: dict[str, TuningMethod] = {m.name: m for m in (
                  fallback="lora"),
     TuningMethod("lora", "LoRA", adapter=True, fallback="qlora",
                  trains="projector + LoRA adapters on the LLM (LLM base and CLIP frozen)"),
-    TuningMethod("qlora", "QLoRA", adapter=True, base_bits=4,
+    TuningMethod("qlora", "QLoRA", adapter=True, base_bits=4, materialised_weights=2,
                  trains="projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen)"),
-    TuningMethod("dora", "DoRA", adapter=True, magnitude=True, fallback="lora",
+    TuningMethod("dora", "DoRA", adapter=True, magnitude=True, fallback="lora", base_reruns=1, kept_outputs=2,
+                 materialised_weights=2,
                  trains="projector + DoRA adapters (LoRA + a magnitude per output) on the LLM "
                         "(LLM base and CLIP frozen)"),
 )}

@@ -13,12 +13,12 @@ Per token, a linear with N weights costs 2N forward; its backward costs 2N for t
 - The frozen CLIP tower runs forward only (nothing below it is trained, so no gradient, no recomputation),
   once per image: 2·N_linear·(n+1) + 4·d·(n+1)² per block for its bidirectional attention.
 - The projector runs on the image tokens and needs a weight gradient but no input gradient.
-- DoRA trains with lora dropout > 0 as PEFT runs it: each wrapped base linear runs twice forward (on the
-  input, and again on the dropped-out input for the magnitude-scaled part) and both need activation gradients,
-  so the wrapped linears' 2N forward and 2N activation-gradient FLOPs count twice (recomputed twice too). Its
-  magnitudes' elementwise rescale counts like their parameters, inside the adapters' term; the weight norm
-  ‖W + s·BA‖ it computes once per forward (≈ r·d_in·(d_in + d_out) per linear per micro-batch) is ignored,
-  under 0.1 % of a sample's FLOPs at paper scale.
+- A method whose wrapped base linears run again under lora dropout (`TuningMethod.base_reruns`: DoRA, as PEFT
+  runs it, on the dropped-out input for the magnitude-scaled part) pays their 2N forward and 2N
+  activation-gradient FLOPs once more per rerun (recomputed too). DoRA's magnitudes' elementwise rescale counts
+  like their parameters, inside the adapters' term; the weight norm ‖W + s·BA‖ it computes once per forward
+  (≈ r·d_in·(d_in + d_out) per linear per micro-batch) is ignored, under 0.1 % of a sample's FLOPs at paper
+  scale.
 - A 4-bit QLoRA base multiplies in bf16 after dequantising, so its FLOPs equal LoRA's (no time factor: the
   paper measures QLoRA at 4.68 vs LoRA's 4.79 GPU-hours per node for 33B, equal within its noise, and the
   dequantisation cost roughly cancels ZeRO-2's saved parameter all-gathers).
@@ -76,8 +76,8 @@ def sample_flops(cfg: DictConfig, counts: ParamCounts, w: StageWorkload, seq: fl
     method = tuning_method(w.method) if w.stage == "finetune" else None
     adapter = method is not None and method.adapter
     lora = 2 * counts.lora * seq if adapter else 0.0
-    if adapter and method.magnitude and w.lora_dropout > 0:
-        dense += 2 * counts.lora_wrapped_linear * seq  # DoRA's rerun of the wrapped base linears
+    if adapter and w.lora_dropout > 0:
+        dense += method.base_reruns * 2 * counts.lora_wrapped_linear * seq  # DoRA's rerun of the wrapped linears
     projector = 2 * counts.projector * w.image_tokens * images
 
     forward = dense + attention + head + lora + projector

@@ -100,7 +100,7 @@ def activation_bytes(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> 
     (e·d, the next linears' input); attention keeps q, k, v after RoPE, its output and o_proj's input
     (e·(3d + 2d_kv)); the SwiGLU MLP keeps gate, silu(gate), up and their product (4e·i). LoRA with dropout
     adds a mask (1 B) and a dropped copy (e) of each wrapped linear's input, and A's output (e·r); DoRA also
-    keeps each wrapped linear's base and adapter outputs for its magnitudes' gradient (2e·d_out).
+    keeps each wrapped linear's base and adapter outputs for its magnitudes' gradient (`kept_outputs` × e·d_out).
     With gradient checkpointing only each block's input (e·d) is kept, plus one block recomputed with its
     gradients during backward; without it, all blocks. The logits add bf16 values, their fp32 upcast for
     the loss and both gradients (12 B per vocabulary entry and token). The frozen CLIP forward keeps nothing.
@@ -114,8 +114,7 @@ def activation_bytes(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> 
     if method is not None and method.adapter:
         dropout_copy = (1 + e) * counts.lora_block_inputs if w.lora_dropout > 0 else 0
         per_block += dropout_copy + e * w.lora_rank * counts.lora_block_modules
-        if method.magnitude:  # DoRA keeps the base and adapter outputs for its magnitudes' gradient
-            per_block += 2 * e * counts.lora_block_outputs
+        per_block += method.kept_outputs * e * counts.lora_block_outputs
     tokens = w.micro_batch * w.seq_peak
     if w.gradient_checkpointing:
         blocks = tokens * (layers * e * d + 2 * per_block)
@@ -151,10 +150,8 @@ def estimate_memory(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> M
         gathered = 4.0 * counts.largest_layer  # DeepSpeed's estimator term
         buffers += gathered + (min(DS_REDUCE_BUCKET, trained) + DS_PREFETCH_BUCKET) * elem
     method = tuning_method(w.method) if w.stage == "finetune" else None
-    if method is not None and (method.quantized or method.magnitude):
-        # QLoRA: one dequantised weight, forward and backward. DoRA: one linear's W + s·BA and its B·A,
-        # materialised for the weight norm.
-        buffers += 2 * counts.largest_llm_linear * elem
+    if method is not None:  # QLoRA's dequantised weight, DoRA's W + s·BA and B·A (TuningMethod)
+        buffers += method.materialised_weights * counts.largest_llm_linear * elem
 
     ds = None
     if bf16 and zero in (2, 3):
