@@ -99,7 +99,6 @@ def grid_choices(sweep: str) -> dict[str, list[str]]:
     """The Hydra grid of `sweeps/<sweep>.yaml` (`hydra.sweeper.params`): override → values; {} when none."""
     from omegaconf import OmegaConf
 
-
     path = SWEEPS_DIR / f"{sweep}.yaml"
     if not path.exists():
         return {}

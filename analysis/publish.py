@@ -183,7 +183,6 @@ def publish(sweep: str, *, runs: str | Path | None = None, wandb_csv: str | Path
     """Log a sweep's tables, plots and charts into its analysis run (created, or resumed by id)."""
     import wandb
 
-
     frame, records = load_sweep(sweep, runs=runs, wandb_csv=wandb_csv)
     if frame.empty:
         raise LookupError(f"no finished run of sweep {sweep!r} in {runs if runs is not None else wandb_csv}")

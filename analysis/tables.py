@@ -678,7 +678,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true", help="the paper's reported tables only (no runs)")
     args = parser.parse_args(argv)
 
-
     if args.paper:
         tables = [reported_table(key) for key in table_keys(args.table) if key in TABLE_FUNCTIONS]
     else:

@@ -189,7 +189,6 @@ def build_stage1_record(cfg, stats: dict) -> dict:
     """The record of a stage-1 run (the shared projector), from `train_stage`'s stats."""
     from omegaconf import OmegaConf
 
-
     summary = stage_summary(cfg, stats, stage1_id(cfg))
     stages = {"pretrain": summary}
     return {
@@ -230,7 +229,6 @@ def build_run_record(cfg, stage1_stats: dict | None, stage2_stats: dict, stage1_
     record, the shared stage-1 run); `started` is the job's start (time.time()).
     """
     from omegaconf import OmegaConf
-
 
     finetune = stage_summary(cfg, stage2_stats, run_id(cfg))
     pretrain = _stage1_summary(cfg, stage1_stats, stage1_folder)
