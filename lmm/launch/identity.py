@@ -40,8 +40,16 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+# Data sections used to carry the tower's image size (`data.image_size`, removed: images are always preprocessed
+# to the tower's size, and only a check read it). The payload keeps it, so the ids of runs on disk stay the same.
+_DATA_SECTIONS = ("data", "pretrain_data")
+
+
 def _section(cfg: DictConfig, key: str) -> dict:
-    return _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS)
+    section = _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS)
+    if key in _DATA_SECTIONS:
+        section["image_size"] = int(cfg.vision.image_size)
+    return section
 
 
 def _trainer(cfg: DictConfig) -> dict:
