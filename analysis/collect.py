@@ -30,7 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmm.launch.store import memberships
+from lmm.layout import CHECKPOINTS_DIR
 from lmm.records import DONE_FILE, RECORD_FILE, eval_scores
+from lmm.tuning import tuning_method
+from lmm.units import gpu_hours_per_node
 
 RUN_COLUMNS = [
     "run_id", "sweep", "source", "folder", "model", "size", "size_b", "llm", "vision", "image_size",
@@ -42,7 +46,6 @@ RUN_COLUMNS = [
 ]
 SCORE_COLUMNS = ["benchmark", "beam", "metric", "score", "std", "judge_model", "n_eval_runs"]
 COLUMNS = RUN_COLUMNS + SCORE_COLUMNS
-PAPER_GPUS_PER_NODE = 8
 LLM_SUFFIXES = {"llama2": "LLaMA-2"}
 
 
@@ -62,9 +65,11 @@ def llm_label(model: str) -> str:
 
 
 def tuning_label(method: str, rank) -> str:
-    if method == "full" or rank is None or (isinstance(rank, float) and math.isnan(rank)):
-        return "full"
-    return f"{'QLoRA' if method == 'qlora' else 'LoRA'} r{int(rank)}"
+    """`full` (any method that trains the LLM itself, by its name), else the method's table label: `LoRA r64`."""
+    m = tuning_method(method)
+    if not m.adapter or rank is None or _isnan(rank):
+        return m.name
+    return m.table_label(rank)
 
 
 def _g(value: float) -> str:
@@ -73,7 +78,7 @@ def _g(value: float) -> str:
 
 def variant_label(method: str, rank, alpha, lr, recipe_lr) -> str:
     """LoRA settings off the paper's recipe (alpha = 2 × rank, the recipe's lr), e.g. `α16, lr 2e-05`."""
-    if method == "full":
+    if not tuning_method(method).adapter:
         return ""
     parts = []
     if alpha is not None and rank is not None and not _isnan(alpha) and float(alpha) != 2 * float(rank):
@@ -99,8 +104,6 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
     (runs/<sweep>/<id> as a real folder), keeps the sweep its record names. `runs_dir` may also be
     one sweep's folder: its runs, as that sweep's.
     """
-    from lmm.launch.store import memberships
-
     root = Path(runs_dir).expanduser()
     views = memberships(root)
     for link in (p for p in root.iterdir() if p.is_symlink() and p.is_dir()) if root.is_dir() else ():
@@ -112,7 +115,7 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
         inside = folder.relative_to(base).parts if folder.is_relative_to(base) else ()
         # Hidden folders (Hydra's logs, duplicates set aside by `lmm.sweep migrate`), W&B's files and training
         # checkpoints inside a run hold no run of a sweep; runs/checkpoints/<slug> (evaluated checkpoints) does.
-        if any(part == "wandb" or part.startswith(".") for part in inside) or "checkpoints" in inside[1:]:
+        if any(part == "wandb" or part.startswith(".") for part in inside) or CHECKPOINTS_DIR in inside[1:]:
             continue
         if not (folder / RECORD_FILE).exists():
             continue
@@ -144,12 +147,13 @@ def _hparams(record: dict) -> dict:
     cfg = record.get("config") or {}
     tuning = cfg.get("tuning") or {}
     method = tuning.get("method", "full")
+    adapter = tuning_method(method).adapter
     return {
         "nominal_params_b": _get(cfg, "model", "nominal_params_b"),
         "image_size": _get(cfg, "vision", "image_size"),
         "method": method,
-        "rank": tuning.get("rank") if method != "full" else None,
-        "alpha": tuning.get("alpha") if method != "full" else None,
+        "rank": tuning.get("rank") if adapter else None,
+        "alpha": tuning.get("alpha") if adapter else None,
         "lr": tuning.get("lr"),
         "mixing_ratio": _get(cfg, "data", "sharegpt_ratio", default=0.0),
     }
@@ -164,7 +168,7 @@ def _stage(record: dict, stage: str) -> dict:
     if not raw:
         return {}
     world = max(int(raw.get("world_size") or 1), 1)
-    gph = float(raw.get("wall_time_s") or 0) / 3600 * world / PAPER_GPUS_PER_NODE
+    gph = gpu_hours_per_node(float(raw.get("wall_time_s") or 0) / 3600, world)
     price = float(_get(record, "config", "cluster", "usd_per_gpu_hour_per_node", default=13.63))
     return {**raw, "gpu_hours_per_node": gph, "usd": gph * price, "gpus": world}
 
@@ -180,7 +184,7 @@ def run_row(record: dict, source: str = "runs") -> dict:
     cfg = record.get("config") or {}
     model = choices.get("model") or _get(cfg, "model", "name", default="?")
     method = hp.get("method") or "full"
-    recipe_lr = _get(cfg, "model", "recipe", "full" if method == "full" else "lora", "lr")
+    recipe_lr = _get(cfg, "model", "recipe", tuning_method(method).recipe, "lr")
     finetune, pretrain = _stage(record, "finetune"), _stage(record, "pretrain")
     s1_gph, s2_gph = pretrain.get("gpu_hours_per_node"), finetune.get("gpu_hours_per_node")
     s1_usd, s2_usd = pretrain.get("usd"), finetune.get("usd")

@@ -30,6 +30,8 @@ import pandas as pd
 from analysis.collect import runs_view
 from analysis.plots import pick_benchmark
 from analysis.publish import JOB_TYPE, default_out, load_sweep, sweep_tables, table_name, wandb_target
+from lmm.sweep import SWEEPS_DIR
+from lmm.tuning import tuning_method
 
 GROUP_BY = ("model", "tuning")  # Hydra choices lmm.tracking logs as top-level config keys
 CHOICES = ("model", "vision", "projector", "tuning", "data")
@@ -101,8 +103,6 @@ def grid_choices(sweep: str) -> dict[str, list[str]]:
     """
     from omegaconf import OmegaConf
 
-    from lmm.sweep import SWEEPS_DIR
-
     path = SWEEPS_DIR / f"{sweep}.yaml"
     if not path.exists():
         return {}
@@ -150,7 +150,7 @@ def build_spec(frame: pd.DataFrame, sweep: str, *, project: str = "lmm", entity:
 
     groupby = list(GROUP_BY) + (["hp.rank"] if varies("rank", "tuning.rank") else [])
     varied = [c for c in CHOICES if c not in GROUP_BY and varies(c, c)]
-    lora = view[view["method"] != "full"]
+    lora = view[view["method"].map(lambda m: tuning_method(m).adapter).astype(bool)]
     varied += [f"hp.{c}" for c in ("alpha", "lr") if _varies(lora, c)]  # LoRA runs off the recipe (Section 3.2)
     benchmarks = score_keys(frame)
     primary = pick_benchmark(frame, benchmark)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from analysis import intervals
 from analysis.intervals import Estimate
+from lmm.tuning import tuning_method
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 CLOSE_MARGIN = 5.0  # points: "close" for LoRA vs full (the paper's gaps are ≤ 1.9 points at 13B–65B)
@@ -133,9 +134,14 @@ def _size_pairs(full: pd.DataFrame, larger: str, smaller: str) -> list[tuple[str
             and (b := _one(full, size=smaller, image_size=image, mixing=mixing))]
 
 
+def _full_ft(runs: pd.DataFrame) -> pd.Series:
+    """Which runs fine-tuned the whole LLM (lmm.tuning: every method that trains no adapters)."""
+    return ~runs["method"].map(lambda name: tuning_method(name).adapter).astype(bool)
+
+
 def size_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
     """1: largest minus smallest size, full fine-tuning, mean over the (image size, mixing) cells with both."""
-    full = runs[runs["method"] == "full"]
+    full = runs[_full_ft(runs)]
     sizes = _sizes(full)
     name, claim = CLAIMS["1"]
     if len(sizes) < 2:
@@ -156,7 +162,7 @@ def size_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
 
 def resolution_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
     """2: highest minus lowest image size at each size (full, no mixing), the mean over sizes; no size below 0."""
-    full = runs[(runs["method"] == "full") & (~runs["mixing"].astype(bool))]
+    full = runs[(_full_ft(runs)) & (~runs["mixing"].astype(bool))]
     name, claim = CLAIMS["2"]
     images = sorted(full["image_size"].dropna().unique())
     if len(images) < 2:
@@ -180,7 +186,7 @@ def resolution_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
 
 def mixing_finding(runs: pd.DataFrame, outcomes: Outcomes, key: str, benchmark: str) -> Finding:
     """3a/3b: mixed minus not mixed (full fine-tuning), mean over the (size, image size) cells with both."""
-    full = runs[runs["method"] == "full"]
+    full = runs[_full_ft(runs)]
     name, claim = CLAIMS[key]
     mixed = full[full["mixing"].astype(bool)]
     pairs = [(a, b) for size, image in mixed[["size", "image_size"]].drop_duplicates().itertuples(index=False)
@@ -208,11 +214,11 @@ def lora_verdict(largest_gap: Estimate | None, trend: Estimate | None, margin: f
 def lora_finding(runs: pd.DataFrame, outcomes: Outcomes) -> Finding:
     """4: LoRA − full at each size (same image size and mixing); close at the largest, closer as size grows."""
     name, claim = CLAIMS["4"]
-    lora = runs[runs["method"] != "full"]
+    lora = runs[~_full_ft(runs)]
     gaps = []
     for size in _sizes(lora):
         for _, row in lora[lora["size"] == size].iterrows():
-            full = _one(runs[runs["method"] == "full"], size=size, image_size=row["image_size"], mixing=row["mixing"])
+            full = _one(runs[_full_ft(runs)], size=size, image_size=row["image_size"], mixing=row["mixing"])
             if full:
                 gaps.append((size, row["_key"], full, row["tuning_label"]))
                 break

@@ -17,7 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from analysis.collect import loss_frame, runs_view
+from analysis.collect import collect, find_records, loss_frame, runs_view
+from analysis.reference import reference_frame
 from analysis.tables import select, size_column
 
 PREFERRED_BENCHMARKS = ("llava_bench", "mmvet", "mmbench", "synthetic")
@@ -167,8 +168,6 @@ def save_figures(frame: pd.DataFrame, out_dir: str | Path, *, records: Sequence[
 def save_all(runs_dir: str | Path, out_dir: str | Path, *, benchmark: str | None = None, beam: int = 1,
              sweep=None) -> list[Path]:
     """Every plot of a runs folder as PNG files in `out_dir`; returns their paths."""
-    from analysis.collect import collect, find_records
-
     sweeps = None if sweep is None else ([sweep] if isinstance(sweep, str) else list(sweep))
     records = [r for r in find_records(runs_dir) if sweeps is None or r.get("sweep") in sweeps]
     return save_figures(select(collect(runs_dir), sweeps), out_dir, records=records, benchmark=benchmark,
@@ -185,8 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true", help="plot the paper's reported numbers (no runs)")
     args = parser.parse_args(argv)
     if args.paper:
-        from analysis.reference import reference_frame
-
         paths = save_figures(select(reference_frame(), args.sweep), args.out, benchmark=args.benchmark,
                              beam=args.beam)
     else:

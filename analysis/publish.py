@@ -26,6 +26,7 @@ import pandas as pd
 from analysis.collect import find_records, frame_from_records, records_from_wandb
 from analysis.plots import overall_scores, pick_benchmark, point_label, save_figures
 from analysis.tables import PAPER_SWEEPS, TABLE_FUNCTIONS, Table, make_tables
+from lmm.tracking import configure_environment, wandb_run_id
 
 JOB_TYPE = "analysis"
 PAPER_SWEEP_NAMES = {*PAPER_SWEEPS.values(), "paper"}
@@ -33,8 +34,6 @@ PAPER_SWEEP_NAMES = {*PAPER_SWEEPS.values(), "paper"}
 
 def analysis_run_id(sweep: str) -> str:
     """The W&B id of a sweep's analysis run: the same for every publish of that sweep."""
-    from lmm.tracking import wandb_run_id
-
     return wandb_run_id(f"analysis-{sweep}")
 
 
@@ -183,8 +182,6 @@ def publish(sweep: str, *, runs: str | Path | None = None, wandb_csv: str | Path
             mode: str | None = None) -> Published:
     """Log a sweep's tables, plots and charts into its analysis run (created, or resumed by id)."""
     import wandb
-
-    from lmm.tracking import configure_environment
 
     frame, records = load_sweep(sweep, runs=runs, wandb_csv=wandb_csv)
     if frame.empty:

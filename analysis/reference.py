@@ -15,11 +15,18 @@ from __future__ import annotations
 import copy
 import time
 from functools import lru_cache
-from pathlib import Path
 
 import pandas as pd
 
-REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
+from analysis.collect import frame_from_records
+from lmm import PAPER_TABLES_CSV
+from lmm.config import compose
+from lmm.launch.identity import run_id
+from lmm.launch.resources import world_size
+from lmm.records import build_run_record
+from lmm.units import PAPER_GPUS_PER_NODE
+
+REFERENCE_CSV = PAPER_TABLES_CSV  # analysis/reference/paper_tables.csv
 SOURCE = "arXiv 2309.09958"
 
 
@@ -44,15 +51,13 @@ def baseline_rows(table: str) -> pd.DataFrame:
 
 def _fake_stats(cfg, rows: pd.DataFrame) -> dict:
     """Stage-2 stats that make the record carry the reported GPU-hours per node and trainable params."""
-    from lmm.validate import world_size
-
     world = world_size(cfg, "finetune")
     values = dict(zip(rows["metric"], rows["value"]))
     hours = values.get("gpu_hours_per_node")
     params = values.get("params_trainable_b")
     return {
         "steps": None, "tokens": None, "epochs": float(cfg.tuning.epochs),
-        "wall_time_s": hours * 8 * 3600 / world if hours is not None else 0.0,
+        "wall_time_s": hours * PAPER_GPUS_PER_NODE * 3600 / world if hours is not None else 0.0,
         "train_runtime_s": None, "world_size": world,
         "params_trainable": params * 1e9 if params is not None else None,
         "params_total": None, "peak_memory_gb": None, "final_loss": None, "losses": [], "assembled": "",
@@ -61,10 +66,6 @@ def _fake_stats(cfg, rows: pd.DataFrame) -> dict:
 
 @lru_cache(maxsize=1)
 def _records() -> tuple[dict, ...]:
-    from lmm.config import compose
-    from lmm.launch.identity import run_id
-    from lmm.records import build_run_record
-
     frame = _load()
     llava = frame[(frame["system"] == "LLaVA") & (frame["experiment"] != "")]
     records: dict[tuple[str, str], dict] = {}
@@ -109,6 +110,4 @@ def reference_records() -> list[dict]:
 
 def reference_frame() -> pd.DataFrame:
     """The tidy frame (as `analysis.collect.collect`) of the paper's reported numbers."""
-    from analysis.collect import frame_from_records
-
     return frame_from_records(reference_records(), source="paper")

@@ -13,7 +13,8 @@ when a trained run would share the label), a bare LLM as a base-LLM row of Table
 
 `TABLES` is the registry: id → `TableSpec` (the layout function, the benchmark(s) it shows by default, the
 paper's sweep, the layout in words). `reference=True` in a layout adds the paper's values beside the
-measured ones (analysis/table_reference.py).
+measured ones (analysis/table_reference.py); `reported_table` builds the paper's own tables from the reference
+records with these layouts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pandas as pd
 
 from analysis import intervals
 from analysis.collect import runs_view
+from analysis.reference import baseline_rows, reference_frame
+from analysis.table_reference import add_baselines, with_reference
 from analysis.table_render import (
     DASH,
     Table,
@@ -36,6 +39,7 @@ from analysis.table_render import (
     fmt_score_std,
     fmt_small,
 )
+from lmm.tuning import METHOD_ORDER, tuning_method
 
 LLAVA_BENCH_COLUMNS = {"complex": "Reasoning", "reasoning": "Reasoning", "conv": "Conversation",
                        "conversation": "Conversation", "detail": "Detail", "overall": "Overall"}
@@ -296,9 +300,19 @@ def table3b(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", bea
 
 
 def _table4_order(runs: pd.DataFrame) -> pd.DataFrame:
-    runs = runs.assign(_full=runs["method"] == "full", _rank=runs["rank"].fillna(0),
-                       _lora=runs["method"] != "qlora")
-    return runs.sort_values(["size_b", "model", "_full", "_rank", "_lora", "variant"], kind="stable")
+    """Per size: adapters by rank (quantized bases first, then the registry's order), full fine-tuning last."""
+    methods = runs["method"].map(tuning_method)
+    runs = runs.assign(_full=~methods.map(lambda m: m.adapter).astype(bool), _rank=runs["rank"].fillna(0),
+                       _unquantized=~methods.map(lambda m: m.quantized).astype(bool),
+                       _method=runs["method"].map(METHOD_ORDER))
+    return runs.sort_values(["size_b", "model", "_full", "_rank", "_unquantized", "_method", "variant"],
+                            kind="stable")
+
+
+def _tuning_column(run) -> str:
+    """A run's Table 4 column label: `Full`, or the method with its rank (`LoRA r64`, `DoRA r64`)."""
+    method = tuning_method(run["method"])
+    return run["tuning_label"] if method.adapter else method.label
 
 
 def table4_setting(runs: pd.DataFrame) -> tuple | None:
@@ -315,7 +329,8 @@ def table4_setting(runs: pd.DataFrame) -> tuple | None:
 def table4(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: int = 1,
            benchmark: str = "llava_bench", reference: bool = False) -> Table:
     """Table 4: performance, GPU-hours per node (stage 2) and trainable parameters (B), one column per
-    LLM size × tuning method (Full, LoRA r<k>, QLoRA r<k>), at one image size and mixing setting."""
+    LLM size × tuning method (Full, LoRA r<k>, QLoRA r<k>, DoRA r<k>: lmm.tuning's labels), at one image size
+    and mixing setting."""
     data = select(frame, sweep, method)
     runs = _table4_order(trained_here(runs_view(data)).assign(_key=lambda d: _key(d)))
     setting, setting_note = table4_setting(runs) if len(runs) else None, []
@@ -325,7 +340,7 @@ def table4(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: 
         setting_note = [f"At {_image(None if image < 0 else image)}, {'with' if mixing else 'no'} data mixing: "
                         "the setting with the most tuning methods; the other settings are in Table 3."]
     scores = _scores(data, benchmark, beam)
-    tuning = _labels(runs, lambda r: "Full" if r["method"] == "full" else r["tuning_label"],
+    tuning = _labels(runs, _tuning_column,
                      always=("variant",), ambiguous=("image", "mixing"), scope=size_column)
     cells: dict[tuple, list] = {}
     keys: dict[tuple, list[str]] = {}
@@ -389,8 +404,6 @@ def table5(frame: pd.DataFrame, *, sweep=None, method: str | None = "full", beam
 def base_llm_label(row: pd.Series) -> str:
     """A bare LLM's row in Table 5: the paper's name for its preset (Vicuna-13B, LLaMA-2-70B-Chat) when the
     command named one, else the checkpoint's own name."""
-    from analysis.reference import baseline_rows
-
     preset = row.get("checkpoint_preset") or ""
     if preset:
         paper = baseline_rows("5")
@@ -494,11 +507,7 @@ def _interval_note(estimates: dict) -> list[str]:
 
 
 def _with_reference(table: Table, key: str, reference: bool) -> Table:
-    if not reference:
-        return table
-    from analysis.table_reference import reported_table, with_reference
-
-    return with_reference(table, reported_table(key))
+    return with_reference(table, reported_table(key)) if reference else table
 
 
 # -- the registry ------------------------------------------------------------------------------------
@@ -530,3 +539,17 @@ TABLES: dict[str, TableSpec] = {spec.key: spec for spec in (
 )}
 TABLE_FUNCTIONS: dict[str, Callable[..., Table]] = {key: spec.layout for key, spec in TABLES.items()}
 PAPER_SWEEPS = {key: spec.paper_sweep for key, spec in TABLES.items()}
+
+
+def reported_table(key: str) -> Table:
+    """The paper's table: the table function on the reference records of its sweep, plus the rows of
+    other systems (Bard, Bing Chat, MM-Vet's quoted models, the base LLMs of Table 5)."""
+    table = TABLES[key].layout(reference_frame(), sweep=TABLES[key].paper_sweep)
+    if key == "4":  # the LoRA hyper-parameter runs of Section 3.2 are text, not columns of Table 4
+        keep = [c for c in table.values.columns if "α" not in c[1] and "lr " not in c[1]]
+        table = Table(table.key, table.title, table.values[keep], table.display[keep], table.notes)
+    baseline = baseline_rows(key)
+    if baseline.empty:
+        return table
+    names = {"1": LLAVA_BENCH_COLUMNS, "2": MMVET_COLUMNS, "5": TABLE5_BENCHMARKS}[key]
+    return add_baselines(table, key, baseline, names)

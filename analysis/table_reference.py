@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.table_layouts import LLAVA_BENCH_COLUMNS, MMVET_COLUMNS, TABLE5_BENCHMARKS, TABLES
 from analysis.table_render import DASH, Table, fmt_score, fmt_score_std
 
 QUOTED_MARK = "†"
 SOURCE_NOTE = "Reported values: the paper (Lu et al., arXiv 2309.09958)."
 
-def reported_table(key: str) -> Table:
-    """The paper's table: the table function on the reference records of its sweep, plus the rows of
-    other systems (Bard, Bing Chat, MM-Vet's quoted models, the base LLMs of Table 5)."""
-    from analysis.reference import baseline_rows, reference_frame
 
-    table = TABLES[key].layout(reference_frame(), sweep=TABLES[key].paper_sweep)
-    if key == "4":  # the LoRA hyper-parameter runs of Section 3.2 are text, not columns of Table 4
-        keep = [c for c in table.values.columns if "α" not in c[1] and "lr " not in c[1]]
-        table = Table(table.key, table.title, table.values[keep], table.display[keep], table.notes)
-    baseline = baseline_rows(key)
-    if baseline.empty:
-        return table
-    return _add_baselines(table, key, baseline)
-
-
-def _add_baselines(table: Table, key: str, baseline: pd.DataFrame) -> Table:
+def add_baselines(table: Table, key: str, baseline: pd.DataFrame, names: dict) -> Table:
+    """The rows of other systems (`baseline`: analysis.reference.baseline_rows) added to the paper's table `key`;
+    `names` maps their metric or benchmark names to the table's columns."""
     values, display = table.values, table.display
-    names = {"1": LLAVA_BENCH_COLUMNS, "2": MMVET_COLUMNS, "5": TABLE5_BENCHMARKS}[key]
     extra_values, extra_display, where = [], [], []
     for row, group in baseline.groupby("row", sort=False):
         if key == "5":

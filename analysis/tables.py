@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from analysis.collect import collect, collect_wandb_csv
 from analysis.table_layouts import (  # noqa: F401  (the public names of analysis.tables)
     LLAVA_BENCH_COLUMNS,
     MMBENCH_COLUMNS,
@@ -33,6 +34,7 @@ from analysis.table_layouts import (  # noqa: F401  (the public names of analysi
     TableSpec,
     base_llm_label,
     cost_table,
+    reported_table,
     select,
     size_column,
     sweep_cost_table,
@@ -49,7 +51,6 @@ from analysis.table_reference import (  # noqa: F401
     QUOTED_MARK,
     SOURCE_NOTE,
     _paper_column,
-    reported_table,
     with_reference,
 )
 from analysis.table_render import (  # noqa: F401
@@ -113,8 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, help="beam size of the scores shown")
     parser.add_argument("--paper", action="store_true", help="the paper's reported tables only (no runs)")
     args = parser.parse_args(argv)
-
-    from analysis.collect import collect, collect_wandb_csv
 
     if args.paper:
         tables = [reported_table(key) for key in table_keys(args.table) if key in TABLES]

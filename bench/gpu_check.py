@@ -65,9 +65,9 @@ def zero3(root: str, out: str) -> None:
 
     from lmm.config import compose
     from lmm.launch.distributed import setup_distributed_env
-    from lmm.models.build import compute_dtype
     from lmm.pipeline import run_pipeline
     from lmm.records import read_record
+    from lmm.training.speed import compute_dtype
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = compose([f"paths.root={root}", "model=tiny_m", "vision=tiny_48", "debug=fast", "deepspeed=zero3",

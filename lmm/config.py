@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from lmm.validate import sweep_problems
+from lmm import CONF_DIR
+from lmm.launch.identity import sweep_problems
+from lmm.plan.checkpointing import checkpointing_needed
+from lmm.tuning import tuning_method
 
 # `alpha: ${lmm.mul:${.rank},2}` keeps LoRA's alpha = 2 × rank when only the rank is swept.
 if not OmegaConf.has_resolver("lmm.mul"):
@@ -30,12 +32,10 @@ if not OmegaConf.has_resolver("lmm.sweep_folder"):
     OmegaConf.register_new_resolver("lmm.sweep_folder", _sweep_folder)
 # The paper's DeepSpeed choice: ZeRO-3 everywhere except QLoRA, which needs ZeRO-2.
 if not OmegaConf.has_resolver("lmm.paper_zero_stage"):
-    OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: 2 if method == "qlora" else 3)
+    OmegaConf.register_new_resolver("lmm.paper_zero_stage", lambda method: tuning_method(method).paper_zero_stage)
 
 
 def _checkpointing(*, _root_: DictConfig) -> bool:
-    from lmm.plan.checkpointing import checkpointing_needed  # the planner imports this module
-
     return checkpointing_needed(_root_)
 
 
@@ -64,7 +64,7 @@ class RecipeConfig:
     pretrain: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 256, 8, 1.0, 1))
     # Stage 2 full fine-tuning: lr 2e-5, global batch 512 on 4 nodes × 8 A100-80G.
     full: StageRecipe = field(default_factory=lambda: StageRecipe(2e-5, 512, 4, 1.0, 4))
-    # Stage 2 LoRA/QLoRA: lr 1e-4, global batch 64 on 1 node (33B) or 2 nodes (65B).
+    # Stage 2 LoRA/QLoRA (and DoRA, which the paper lacks): lr 1e-4, global batch 64 on 1 node (33B) or 2 (65B).
     lora: StageRecipe = field(default_factory=lambda: StageRecipe(1e-4, 64, 4, 1.0, 1))
 
 
@@ -124,10 +124,10 @@ class ProjectorConfig:
 
 @dataclass
 class TuningConfig:
-    """How stage 2 trains the LLM: full fine-tuning, LoRA or QLoRA, with its optimiser settings."""
+    """How stage 2 trains the LLM: full fine-tuning or an adapter method (lmm.tuning), with its optimiser settings."""
 
     name: str = MISSING
-    method: str = "full"  # full | lora | qlora
+    method: str = "full"  # a name in lmm.tuning.METHODS: full | lora | qlora | dora
     # Stage-2 optimisation; the presets take these from the model's recipe for the method.
     lr: float = MISSING
     global_batch_size: int = MISSING
@@ -160,7 +160,6 @@ class DataConfig:
     sharegpt_ratio: float = 0.0
     max_length: int = 2048
     image_aspect: str = "pad"  # pad (to square with the processor's mean colour) | resize
-    image_size: int = II("vision.image_size")  # what preprocessing produces; must equal the tower's
     max_bad_fraction: float = 0.01
     group_by_length: bool = True
     # DataLoader worker processes per rank: images are decoded and preprocessed while the GPU computes (0 = in
@@ -426,17 +425,16 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked)
-    and lmm's launchers (`hydra/launcher=slurm`, `submitit`)."""
-    import hydra_plugins.lmm_launcher.launcher  # noqa: F401  (stores the launcher configs)
+    """Register the run schema (`conf/train.yaml` lists it first so every group is typed and checked).
 
+    lmm's launchers (`hydra/launcher=lmm_slurm`, `submitit`) register themselves: Hydra's plugin discovery
+    imports every module of the `hydra_plugins` namespace package before it composes a config."""
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
 register_configs()
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False

@@ -5,19 +5,15 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from lmm.launch.identity import run_dir, run_id, stage0_dir, stage1_dir, stage1_id, sweep_link
-from lmm.plan import preflight
+from lmm.launch.resources import accumulation_steps, world_size
 from lmm.plan.memory import stage_zero
+from lmm.plan.preflight import preflight
 from lmm.plan.report import summary_line
 from lmm.plan.workload import stages_of as planned_stages
-from lmm.validate import accumulation_steps, world_size
+from lmm.tuning import tuning_method
 
-TRAINABLE = {
-    "stage0": "the whole LLM from model.base, text only (no tower, no projector)",
-    "pretrain": "projector (CLIP and LLM frozen)",
-    "full": "projector + LLM (CLIP frozen)",
-    "lora": "projector + LoRA adapters on the LLM (LLM base and CLIP frozen)",
-    "qlora": "projector + LoRA adapters on a 4-bit NF4 LLM base (CLIP frozen)",
-}
+PRETRAIN_TRAINS = "projector (CLIP and LLM frozen)"
+STAGE0_TRAINS = "the whole LLM from model.base, text only (no tower, no projector)"
 
 
 def stages_of(cfg: DictConfig) -> list[str]:
@@ -30,7 +26,8 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
     world = world_size(cfg, stage)
     nodes = world // cfg.cluster.gpus_per_node
     accum = accumulation_steps(opt.global_batch_size, opt.micro_batch_size, world)
-    what = TRAINABLE[stage if stage in ("stage0", "pretrain") else cfg.tuning.method]
+    method = tuning_method(cfg.tuning.method)
+    what = {"stage0": STAGE0_TRAINS, "pretrain": PRETRAIN_TRAINS}.get(stage) or method.trains
     data = {"stage0": cfg.stage0.data, "pretrain": cfg.pretrain_data}.get(stage, cfg.data)
     zero = stage_zero(cfg, stage)
     lines = [
@@ -44,10 +41,10 @@ def _stage_lines(cfg: DictConfig, stage: str) -> list[str]:
         lines.append(f"    base {cfg.model.base} → {stage0_dir(cfg)}/model; {s.lr_scheduler} schedule, warm-up "
                      f"{s.warmup_ratio:g}, weight decay {s.weight_decay:g}, template {cfg.model.template}, "
                      "loss on assistant turns only")
-    if stage == "finetune" and cfg.tuning.method != "full":
+    if stage == "finetune" and method.adapter:
         t = cfg.tuning
-        lines.append(f"    LoRA rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
-                     (f", base {t.bits}-bit {t.quant_type}" if t.method == "qlora" else ""))
+        lines.append(f"    {method.label} rank {t.rank}, alpha {t.alpha:g}, dropout {t.dropout:g}" +
+                     (f", base {t.bits}-bit {t.quant_type}" if method.quantized else ""))
     return lines
 
 

@@ -13,22 +13,17 @@ from lmm.dryrun import stages_of
 from lmm.launch.identity import run_dir, stage0_active, stage0_dir, stage1_dir, sweep_link
 from lmm.launch.rundir import clear_failed, mark_failed, run_lock
 from lmm.launch.store import link_into_sweep
-from lmm.records import (
-    build_run_record,
-    build_stage0_record,
-    build_stage1_record,
-    is_done,
-    mark_done,
-    write_record,
-)
-from lmm.training.stage import barrier, is_main_process, train_stage
+from lmm.layout import CONFIG_FILE
+from lmm.ranks import barrier, is_main_process
+from lmm.records import build_run_record, build_stage0_record, build_stage1_record, is_done, mark_done, write_record
+from lmm.training.stage import train_stage
 
 log = logging.getLogger(__name__)
 
 
 def _finish(folder: Path, cfg: DictConfig, record: dict) -> None:
     if is_main_process():
-        OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+        OmegaConf.save(cfg, folder / CONFIG_FILE, resolve=True)
         write_record(folder, record)
         mark_done(folder)  # last: DONE only after every artifact and the record are saved
     barrier()

@@ -38,29 +38,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-RECORD_FILE = "results.json"
-DONE_FILE = "DONE"
+from lmm.atomic import write_json_atomic
+from lmm.launch.identity import run_id, stage1_id
+from lmm.layout import DONE_FILE, RECORD_FILE
+from lmm.tuning import tuning_method
+from lmm.units import gpu_hours_per_node, usd
+
 # 2: hparams, resources, per-stage summaries with cost, eval placeholder.
 SCHEMA_VERSION = 2
 # The Hydra config groups a record names its choice of (`choices`), in this order.
 CHOICE_GROUPS = ("model", "vision", "projector", "tuning", "data", "pretrain_data", "stage", "deepspeed",
                  "cluster", "logger", "eval")
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that a reader (or a killed job) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def write_record(folder: Path, record: dict) -> Path:
@@ -106,15 +98,16 @@ def choices(cfg) -> dict:
 def hparams(cfg) -> dict:
     """The resolved hyper-parameters that tell runs apart in tables and plots."""
     t, p = cfg.tuning, cfg.pretrain
+    adapter = tuning_method(t.method).adapter
     return {
         "nominal_params_b": float(cfg.model.nominal_params_b),
         "image_size": int(cfg.vision.image_size),
         "patch_size": int(cfg.vision.patch_size),
         "projector_type": str(cfg.projector.type),
         "method": str(t.method),
-        "rank": int(t.rank) if t.method != "full" else None,
-        "alpha": float(t.alpha) if t.method != "full" else None,
-        "dropout": float(t.dropout) if t.method != "full" else None,
+        "rank": int(t.rank) if adapter else None,
+        "alpha": float(t.alpha) if adapter else None,
+        "dropout": float(t.dropout) if adapter else None,
         "bits": int(t.bits),
         "lr": float(t.lr),
         "global_batch_size": int(t.global_batch_size),
@@ -139,8 +132,6 @@ def _round(value: float | None) -> float | None:
 
 def stage_summary(cfg, stats: dict, run_id: str) -> dict:
     """One stage's statistics, resources and cost (GPU-hours per node and $) from `train_stage`'s stats."""
-    from lmm.plan.cost import gpu_hours_per_node, usd
-
     world = max(int(stats.get("world_size") or 1), 1)
     wall_s = float(stats.get("wall_time_s") or 0.0)
     # Summed over every attempt (requeues, resumes), each with its own world size.
@@ -159,7 +150,7 @@ def stage_summary(cfg, stats: dict, run_id: str) -> dict:
         "nodes": max(1, math.ceil(world / max(int(cfg.cluster.gpus_per_node), 1))),
         "gpu_hours": _round(gpu_h),
         "gpu_hours_per_node": _round(gph_node),
-        "usd": _round(usd(gph_node, cfg)),
+        "usd": _round(usd(gph_node, cfg.cluster.usd_per_gpu_hour_per_node)),
         "params_trainable": stats.get("params_trainable"),
         "params_total": stats.get("params_total"),
         "peak_memory_gb": stats.get("peak_memory_gb"),
@@ -202,8 +193,6 @@ def _iso(ts: float) -> str:
 def build_stage1_record(cfg, stats: dict) -> dict:
     """The record of a stage-1 run (the shared projector), from `train_stage`'s stats."""
     from omegaconf import OmegaConf
-
-    from lmm.launch.identity import stage1_id
 
     summary = stage_summary(cfg, stats, stage1_id(cfg))
     stages = {"pretrain": summary}
@@ -271,8 +260,6 @@ def build_stage0_record(cfg, stats: dict) -> dict:
 
 def _stage1_summary(cfg, stage1_stats: dict | None, stage1_folder: Path | None) -> dict | None:
     """Stage 1's summary: from its stats when this job trained it, else from its record on disk."""
-    from lmm.launch.identity import stage1_id
-
     if stage1_stats is not None:
         return stage_summary(cfg, stage1_stats, stage1_id(cfg))
     if stage1_folder is None or not (Path(stage1_folder) / RECORD_FILE).exists():
@@ -292,8 +279,6 @@ def build_run_record(cfg, stage1_stats: dict | None, stage2_stats: dict, stage1_
     record, the shared stage-1 run); `started` is the job's start (time.time()).
     """
     from omegaconf import OmegaConf
-
-    from lmm.launch.identity import run_id, stage1_id
 
     finetune = stage_summary(cfg, stage2_stats, run_id(cfg))
     pretrain = _stage1_summary(cfg, stage1_stats, stage1_folder)

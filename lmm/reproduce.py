@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm.config import compose
+from lmm.launch.identity import stage1_id
+
 # Sections whose values decide the stage-1 run's identity (lmm.launch.identity.stage1_id) or where it lives.
 STAGE1_SECTIONS = ("model", "vision", "projector", "pretrain_data", "pretrain", "trainer", "paths",
                    "stage0")  # stage 0: when it makes the LLM, its id is part of stage 1's
@@ -90,9 +93,6 @@ def _differences(cfg: DictConfig, base: DictConfig, prefix: str, skip_interpolat
 
 def _from_values(cfg: DictConfig) -> list[str]:
     """Group choices from the config's names, then every stage-1 field that differs from what they give."""
-    from lmm.config import compose
-    from lmm.launch.identity import stage1_id
-
     base = ["stage=pretrain", f"model={cfg.model.name}", f"vision={cfg.vision.name}",
             f"projector={cfg.projector.name}", f"data@pretrain_data={cfg.pretrain_data.name}", f"seed={cfg.seed}",
             f"paths.root={_value(cfg.paths.root)}"]

@@ -10,14 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmm.launch.jobs import latest_job, queue_states
-from lmm.launch.rundir import ATTEMPTS_FILE, FAILED_FILE, LOCK_FILE, is_locked, read_attempts
+from lmm.launch.rundir import is_locked, read_attempts
 from lmm.launch.store import migrate
-from lmm.records import DONE_FILE, RECORD_FILE
+from lmm.layout import (
+    ATTEMPTS_FILE,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    DONE_FILE,
+    FAILED_FILE,
+    JOBS_FILE,
+    LOCK_FILE,
+    RECORD_FILE,
+)
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 # A folder is a run when it holds one of these (a sweep view may also hold plots/ and the like).
-RUN_MARKERS = (RECORD_FILE, DONE_FILE, FAILED_FILE, LOCK_FILE, "config.yaml", "jobs.jsonl", "checkpoints",
-               ATTEMPTS_FILE)
+RUN_MARKERS = (RECORD_FILE, DONE_FILE, FAILED_FILE, LOCK_FILE, CONFIG_FILE, JOBS_FILE, CHECKPOINTS_DIR, ATTEMPTS_FILE)
 
 
 @dataclass

@@ -23,6 +23,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm.launch.identity import stage0_id, stage1_id, stage2_id
+from lmm.ranks import is_main_process
+from lmm.records import choices, eval_scores, hparams, read_record, stage_summary
+
 # W&B's environment variables for its folders -> the sub-folder of <paths.cache_dir>/wandb they get.
 WANDB_FOLDERS = {"WANDB_CACHE_DIR": "cache", "WANDB_CONFIG_DIR": "config", "WANDB_DATA_DIR": "data",
                  "WANDB_ARTIFACT_DIR": "artifacts"}
@@ -53,19 +57,8 @@ def wandb_run_id(run_id: str) -> str:
     return clean
 
 
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:
     """The W&B config of a run: Hydra choices as top-level keys, then ids, hyper-parameters, the config."""
-    from lmm.launch.identity import stage1_id
-    from lmm.records import choices, hparams
-
     return {
         **choices(cfg),
         "run_id": run_id,
@@ -122,9 +115,8 @@ def _reassert_choices_callback(run, config: dict):
 
 def start_tracking(cfg: DictConfig, out_dir: Path, stage: str, trainer=None) -> Tracking | None:
     """Open the stage's W&B run (main process only) before `trainer.train`; None when not tracking."""
-    if not enabled(cfg) or not _is_main_process():
+    if not enabled(cfg) or not is_main_process():
         return None
-    from lmm.launch.identity import stage0_id, stage1_id, stage2_id
 
     configure_environment(cfg.paths.cache_dir)
     run_id = {"stage0": stage0_id, "pretrain": stage1_id}.get(stage, stage2_id)(cfg)  # each stage's own W&B run
@@ -141,8 +133,6 @@ def start_tracking(cfg: DictConfig, out_dir: Path, stage: str, trainer=None) -> 
 
 def stage_summary_metrics(cfg: DictConfig, stage: str, stats: dict, run_id: str) -> dict:
     """The stage's statistics and cost as flat W&B summary keys (`<stage>/...`)."""
-    from lmm.records import stage_summary
-
     summary = stage_summary(cfg, stats, run_id)
     keys = ("steps", "tokens", "wall_time_s", "world_size", "nodes", "gpu_hours", "gpu_hours_per_node", "usd",
             "params_trainable", "params_total", "peak_memory_gb", "final_loss")
@@ -161,8 +151,6 @@ def finish_tracking(tracking: Tracking | None, stats: dict | None = None) -> Non
 def eval_summary_metrics(record: dict) -> dict:
     """A record's eval scores (and run cost) as flat W&B summary keys:
     `eval/<benchmark>/beam<k>/{overall,std,<category>}`, `cost/{gpu_hours_per_node,usd}/<stage>`."""
-    from lmm.records import eval_scores
-
     out: dict[str, float] = {}
     for benchmark, beam, score in eval_scores(record):
         prefix = f"eval/{benchmark}/beam{beam}"
@@ -185,8 +173,6 @@ def log_eval_scores(run_dir: str | Path, *, mode: str | None = None, force: bool
     Runs trained with `logger=none` are skipped unless `force`; `mode` overrides the recorded
     logger.mode (e.g. "offline").
     """
-    from lmm.records import read_record
-
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     config = record.get("config") or {}

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.launch.identity import STORES
+from lmm.eval.benchmarks import BENCHMARK_NAMES
+from lmm.launch.identity import stage0_active, sweep_problems
+from lmm.launch.resources import world_size
+from lmm.prepare import missing_files
+from lmm.reproduce import stage1_command
+from lmm.stage0 import stage0_in_job
+from lmm.tuning import METHOD_NAMES, METHODS
 
-METHODS = ("full", "lora", "qlora")
 STAGES = ("pretrain", "finetune", "both", "stage0")
 PROJECTORS = ("linear", "mlp2x_gelu")
 TEMPLATES = ("plain", "vicuna_v1", "llama_2")
@@ -22,9 +26,6 @@ LOGGER_MODES = ("online", "offline", "disabled")
 # evaluation metric (reduce_lr_on_plateau, greedy); tests check this split against transformers' list.
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt")
-# A sweep names a folder runs/<sweep>/: a plain name, never a path, and not one of the run store's folders.
-SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-RESERVED_SWEEPS = STORES  # runs/stage1, runs/stage2, runs/checkpoints: the stores themselves
 # Top-level keys outside the schema that a command declares for itself (`python -m lmm.eval +run=PATH`),
 # and Hydra's own node in configs a launcher composes.
 FREE_FORM_KEYS = ("run", "hydra")
@@ -32,22 +33,6 @@ FREE_FORM_KEYS = ("run", "hydra")
 
 class ConfigError(ValueError):
     """An invalid config: the message names every offending field and how to fix it."""
-
-
-def world_size(cfg: DictConfig, stage: str) -> int:
-    """Ranks of a stage: nodes × GPUs per node. A stage=both job runs stage 1 on the job's (stage-2) nodes; stage 0
-    runs on `stage0.nodes` in its own job (stage=stage0), else on the nodes of the job that trains it first."""
-    if stage == "stage0" and cfg.stage.name == "stage0":
-        return int(cfg.stage0.nodes) * int(cfg.cluster.gpus_per_node)
-    if stage == "stage0":
-        stage = "pretrain" if cfg.stage.name == "pretrain" else "finetune"
-    nodes = cfg.pretrain.nodes if stage == "pretrain" and cfg.stage.name == "pretrain" else cfg.tuning.nodes
-    return int(nodes) * int(cfg.cluster.gpus_per_node)
-
-
-def accumulation_steps(global_batch: int, micro_batch: int, world: int) -> int:
-    """Gradient-accumulation steps that turn micro-batches on `world` ranks into the global batch."""
-    return global_batch // (micro_batch * world)
 
 
 def _batch_problems(prefix: str, opt, world: int, cfg_stage: str) -> list[str]:
@@ -107,21 +92,6 @@ def _unknown_key_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def vision_options(image_size: int) -> list[str]:
-    """The conf/vision options whose tower takes `image_size` px."""
-    from lmm.config import CONF_DIR
-
-    return sorted(p.stem for p in (CONF_DIR / "vision").glob("*.yaml")
-                  if OmegaConf.load(p).get("image_size") == image_size)
-
-
-def _image_size_fix(size: int) -> str:
-    options = vision_options(size)
-    if options:
-        return f"pick a tower trained at {size} px ({', '.join(f'vision={o}' for o in options)})"
-    return f"no vision option takes {size} px"
-
-
 def _shape_problems(cfg: DictConfig) -> list[str]:
     out = []
     m, v = cfg.model, cfg.vision
@@ -178,7 +148,7 @@ def _range_problems(cfg: DictConfig) -> list[str]:
 def _choice_problems(cfg: DictConfig) -> list[str]:
     out = []
     _choice(out, cfg, "stage.name", STAGES)
-    _choice(out, cfg, "tuning.method", METHODS)
+    _choice(out, cfg, "tuning.method", METHOD_NAMES)
     _choice(out, cfg, "projector.type", PROJECTORS)
     _choice(out, cfg, "model.template", TEMPLATES)
     _choice(out, cfg, "trainer.precision", PRECISIONS, " (auto: bf16 on GPU, fp32 on CPU)")
@@ -187,8 +157,6 @@ def _choice_problems(cfg: DictConfig) -> list[str]:
     _choice(out, cfg, "logger.mode", LOGGER_MODES)
     if cfg.deepspeed.stage not in (0, 2, 3):
         out.append(f"deepspeed.stage = {cfg.deepspeed.stage} must be 0 (none), 2 or 3.")
-    from lmm.eval.benchmarks import BENCHMARK_NAMES
-
     unknown = [b for b in cfg.eval.benchmarks if b not in BENCHMARK_NAMES]
     if unknown:
         out.append(f"eval.benchmarks has unknown {', '.join(map(repr, unknown))}: the benchmarks are "
@@ -200,51 +168,39 @@ def _sweep_problems(cfg: DictConfig) -> list[str]:
     return sweep_problems(str(cfg.sweep))
 
 
-def sweep_problems(sweep: str) -> list[str]:
-    """Why a sweep name cannot name a folder runs/<sweep>/ (empty when it can)."""
-    if not SWEEP_NAME.fullmatch(sweep):
-        return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
-                "or digit): it names the folder runs/<sweep>/."]
-    if sweep in RESERVED_SWEEPS:
-        return [f"sweep = {sweep!r} is reserved: runs/{sweep}/ is the run store itself. Pick another name."]
-    return []
-
-
 def _tuning_problems(cfg: DictConfig) -> list[str]:
     out = []
     t, ds = cfg.tuning, cfg.deepspeed
-    if t.method in ("lora", "qlora"):
+    method = METHODS.get(str(t.method))
+    if method is None:  # reported by _choice_problems
+        return out
+    if method.adapter:
         if t.rank <= 0:
             out.append(f"tuning.rank = {t.rank} must be > 0 for {t.method}: set tuning.rank=64 (the paper's).")
         if t.alpha <= 0:
             out.append(f"tuning.alpha = {t.alpha} must be > 0 for {t.method}: the paper uses 2 × tuning.rank.")
         if not 0 <= t.dropout < 1:
             out.append(f"tuning.dropout = {t.dropout} must be in [0, 1).")
-    if t.method == "qlora":
+    if method.quantized:
         if ds.stage == 3:
             out.append(
-                "tuning.method = qlora with deepspeed.stage = 3: 4-bit base weights cannot be partitioned by "
+                f"tuning.method = {t.method} with deepspeed.stage = 3: 4-bit base weights cannot be partitioned by "
                 "ZeRO-3. Use deepspeed=zero2 (the paper's choice for QLoRA) or deepspeed=none."
             )
-        if t.bits != 4:
-            out.append(f"tuning.bits = {t.bits} must be 4 for qlora (or use tuning=lora).")
+        if t.bits != method.base_bits:
+            out.append(f"tuning.bits = {t.bits} must be {method.base_bits} for {t.method} (or use tuning=lora).")
         if t.quant_type not in ("nf4", "fp4"):
             out.append(f"tuning.quant_type = {t.quant_type!r} must be nf4 (the paper's) or fp4.")
     elif t.bits != 16:
-        out.append(f"tuning.bits = {t.bits} with tuning.method = {t.method}: 4-bit needs tuning=qlora.")
+        quantized = ", ".join(f"tuning={m.name}" for m in METHODS.values() if m.quantized)
+        out.append(f"tuning.bits = {t.bits} with tuning.method = {t.method}: 4-bit needs {quantized}.")
     return out
 
 
 def _data_problems(cfg: DictConfig) -> list[str]:
     out = []
-    v = cfg.vision
     for key in ("data", "pretrain_data"):
         d = cfg[key]
-        if d.image_size != v.image_size:
-            out.append(
-                f"{key}.image_size = {d.image_size} does not match the vision tower ({v.name}: "
-                f"vision.image_size = {v.image_size}): remove the override, or {_image_size_fix(d.image_size)}."
-            )
         _choice(out, cfg, f"{key}.kind", DATA_KINDS)
         _choice(out, cfg, f"{key}.image_aspect", ("pad", "resize", "crop"))
         if d.sharegpt_ratio < 0 or (d.sharegpt_ratio > 0 and not d.sharegpt_path):
@@ -267,9 +223,6 @@ def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
     """Files a real run reads that are not there, each data set and benchmark file with the `python -m
     lmm.prepare ...` command that fetches it (generated synthetic data is made on first use; pretrained
     weights are checked, and fetched when reachable, by lmm.models.weights)."""
-    # Imported here: lmm.prepare reads lmm.config, which imports this module for its sweep-name check.
-    from lmm.prepare import missing_files
-
     out = missing_files(cfg, stage1_exists, models=False)
     projector = cfg.stage.projector_path
     if projector and cfg.stage.name != "pretrain" and not Path(projector).exists():
@@ -297,12 +250,8 @@ def problems(cfg: DictConfig, stage1_exists: bool | None = None, check_files: bo
         out += _batch_problems("pretrain", cfg.pretrain, world_size(cfg, "pretrain"), stage)
     if stage in ("finetune", "both"):
         out += _batch_problems("tuning", cfg.tuning, world_size(cfg, "finetune"), stage)
-    from lmm.stage0 import stage0_problems
-
     out += stage0_problems(cfg, world_size(cfg, "stage0"))
     if stage == "finetune" and not cfg.stage.projector_path and stage1_exists is False:
-        from lmm.launch.identity import stage1_command
-
         out.append(
             "stage.name = finetune but no stage-1 projector: stage.projector_path is null and the stage-1 run "
             f"for this LLM, tower, projector, stage-1 data and seed does not exist. Produce it with:\n"
@@ -327,3 +276,36 @@ def validate_files(cfg: DictConfig, stage1_exists: bool | None = None) -> None:
 def _raise(found: list[str]) -> None:
     if found:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(found))
+
+
+def stage0_problems(cfg: DictConfig, world: int) -> list[str]:
+    """Every problem of the stage-0 settings (each naming its fields and the fix); empty when valid."""
+    m, s = cfg.model, cfg.stage0
+    out = []
+    if m.local_only and not m.path and not m.get("base"):
+        out.append(f"model.path = null and model.base = null: model={m.name} has no public weights. Set "
+                   f"LMM_VICUNA_65B=/path/to/vicuna-65b (or paths.vicuna_65b=...) to use your own, or "
+                   f"model.base=huggyllama/llama-65b (a base LLM's hub id or folder) to train it first (stage 0).")
+    if cfg.stage.name == "stage0" and not stage0_active(cfg):
+        out.append(f"stage=stage0 trains model.base into the LLM, but model.path = {m.path!r} and model.base = "
+                   f"{m.get('base')!r}: stage 0 needs model.path=null and a model.base.")
+    if not stage0_in_job(cfg):
+        return out
+    out += _batch_problems("stage0", s, world, "stage0")
+    if s.lr_scheduler not in LR_SCHEDULERS:
+        out.append(f"stage0.lr_scheduler = {s.lr_scheduler!r} must be one of {', '.join(LR_SCHEDULERS)} "
+                   "(FastChat's: cosine).")
+    if not 0 <= s.warmup_ratio < 1:
+        out.append(f"stage0.warmup_ratio = {s.warmup_ratio} must be in [0, 1) (FastChat's: 0.03).")
+    if s.weight_decay < 0:
+        out.append(f"stage0.weight_decay = {s.weight_decay} must be >= 0 (FastChat's: 0).")
+    if s.zero_stage not in (0, 2, 3):
+        out.append(f"stage0.zero_stage = {s.zero_stage} must be 0 (none), 2 or 3 (FastChat's FSDP full_shard ≈ 3).")
+    if s.nodes < 1:
+        out.append(f"stage0.nodes = {s.nodes} must be >= 1.")
+    if m.template == "plain":
+        out.append("model.template = plain: stage 0 teaches the model's chat template; use vicuna_v1 (FastChat's).")
+    if not 1 <= s.data.max_length <= m.max_position_embeddings:
+        out.append(f"stage0.data.max_length = {s.data.max_length} must be in [1, model.max_position_embeddings = "
+                   f"{m.max_position_embeddings}].")
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lmm.eval import prompts, scorers
+from lmm.eval.benchmarks import common, llava_bench, mmvet, vicuna80
 from lmm.eval.judge import (
     DEFAULT_JUDGE_MODELS,
     JudgeClient,
@@ -101,7 +101,7 @@ class FakeOpenAI:
             return 200, {}, b'{"choices": []}'
         if "ECHOAUTH" in user:
             return 401, {}, json.dumps({"error": f"bad key in {headers.get('Authorization')}"}).encode()
-        if user.endswith(prompts.MMVET_RETRY_SUFFIX):
+        if user.endswith(mmvet.MMVET_RETRY_SUFFIX):
             return 200, {}, completion("0.6")
         if "GRADE" in user:
             return 200, {}, completion("Sure")
@@ -295,7 +295,7 @@ def test_api_key_is_written_nowhere(server, client_factory, tmp_path, caplog):
 
 def test_mmvet_retry_rule_through_the_client(server, client_factory):
     client = client_factory()
-    grade = scorers.grade_mmvet_with_retries(lambda m, t: client.call_text(m, t, max_tokens=3), "GRADE me")
+    grade = mmvet.grade_mmvet_with_retries(lambda m, t: client.call_text(m, t, max_tokens=3), "GRADE me")
     assert (grade.score, grade.calls) == (0.6, 2)
     assert [r["body"]["temperature"] for r in server.requests] == [0.0, 0.0]
     assert all(r["body"]["max_tokens"] == 3 for r in server.requests)
@@ -317,7 +317,7 @@ def test_parse_retry_after_and_extract_content():
 
 def test_llava_bench_message_layout():
     rules = {"llava_bench_conv": {"role": "Assistant", "prompt": "Rate both."}}
-    messages = prompts.build_llava_bench_messages(
+    messages = llava_bench.build_llava_bench_messages(
         context="A cat.",
         question="What animal?",
         reference_answer="A cat.",
@@ -325,7 +325,7 @@ def test_llava_bench_message_layout():
         category="conv",
         rules=rules,
     )
-    assert messages[0] == {"role": "system", "content": prompts.REVIEW_SYSTEM_PROMPT}
+    assert messages[0] == {"role": "system", "content": common.REVIEW_SYSTEM_PROMPT}
     assert messages[1]["content"] == (
         "[Context]\nA cat.\n\n[Question]\nWhat animal?\n\n"
         "[Assistant 1]\nA cat.\n\n[End of Assistant 1]\n\n"
@@ -333,19 +333,19 @@ def test_llava_bench_message_layout():
         "[System]\nRate both.\n\n"
     )
     with pytest.raises(KeyError, match="llava_bench_detail"):
-        prompts.build_llava_bench_messages(
+        llava_bench.build_llava_bench_messages(
             context="", question="", reference_answer="", model_answer="", category="detail", rules=rules
         )
 
 
 def test_llava_bench_contexts():
-    assert prompts.llava_bench_context({"caption": "Hi."}) == "Hi."
-    assert prompts.llava_bench_context({"caption": "Hi."}, legacy_character_lines=True) == "H\ni\n."
+    assert llava_bench.llava_bench_context({"caption": "Hi."}) == "Hi."
+    assert llava_bench.llava_bench_context({"caption": "Hi."}, legacy_character_lines=True) == "H\ni\n."
     coco = {
         "captions": ["A bus.", "A red bus."],
         "instances": [{"category": "bus", "bbox": [0.1, 0.2, 0.5, 0.9]}],
     }
-    assert prompts.llava_bench_context(coco) == "A bus.\nA red bus.\n\nbus: [0.1, 0.2, 0.5, 0.9]"
+    assert llava_bench.llava_bench_context(coco) == "A bus.\nA red bus.\n\nbus: [0.1, 0.2, 0.5, 0.9]"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -355,8 +355,8 @@ def read_jsonl(path: Path) -> list[dict]:
 @needs_reference
 def test_llava_bench_items_from_published_files():
     wild = REFERENCE / "llava_bench_in_the_wild"
-    rules = prompts.load_rules(REFERENCE / "rule.json")
-    items = prompts.llava_bench_items(
+    rules = llava_bench.load_rules(REFERENCE / "rule.json")
+    items = llava_bench.llava_bench_items(
         read_jsonl(wild / "questions.jsonl"),
         read_jsonl(wild / "context.jsonl"),
         read_jsonl(wild / "answers_gpt4.jsonl"),
@@ -379,24 +379,24 @@ def test_llava_bench_items_from_published_files():
 
 @needs_reference
 def test_mmvet_query_from_published_grader_prompt():
-    grader = prompts.load_grader_prompt(REFERENCE / "mm_vet" / "grader_prompt_mm-vet_v1.txt")
+    grader = mmvet.load_grader_prompt(REFERENCE / "mm_vet" / "grader_prompt_mm-vet_v1.txt")
     question = json.loads((REFERENCE / "mm_vet" / "mm-vet_capabilities_transcribed.json").read_text())["v1_0"]
-    (message,) = prompts.build_mmvet_messages(grader, question["question"], question["answer"], "x = 3")
+    (message,) = mmvet.build_mmvet_messages(grader, question["question"], question["answer"], "x = 3")
     assert message["role"] == "user"
     assert message["content"] == grader + "\nWhat is x in the equation? | -1 <AND> -5 | x = 3 | "
     # The new row continues the few-shot table, whose rows are written the same way.
     assert "What is x in the equation? | -1 <AND> -5 | x = 3 | 0.0" in grader
     with pytest.raises(ValueError):
-        prompts.build_mmvet_query(grader, "Explain", None, "...")
+        mmvet.build_mmvet_query(grader, "Explain", None, "...")
 
 
 @needs_reference
 def test_vicuna_messages_pick_the_reviewer_by_category():
     vicuna = REFERENCE / "vicuna80"
-    templates = prompts.VicunaTemplates.load(vicuna / "prompt.jsonl", vicuna / "reviewer.jsonl")
+    templates = vicuna80.VicunaTemplates.load(vicuna / "prompt.jsonl", vicuna / "reviewer.jsonl")
     by_id = {p["prompt_id"]: p for p in read_jsonl(vicuna / "prompt.jsonl")}
     for category, prompt_id in [("generic", 1), ("writing", 1), ("coding", 2), ("math", 3)]:
-        messages, params = prompts.build_vicuna_messages("Q?", "first", "second", category, templates)
+        messages, params = vicuna80.build_vicuna_messages("Q?", "first", "second", category, templates)
         expected = by_id[prompt_id]
         assert messages[0] == {"role": "system", "content": expected["system_prompt"]}
         assert messages[1]["content"] == expected["prompt_template"].format(

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lmm.eval import rescore, scorers
-from lmm.eval.prompts import MMVET_RETRY_SUFFIX
+from lmm.eval import rescore
+from lmm.eval.benchmarks import common, llava_bench, mmbench, mmvet, vicuna80
+from lmm.eval.benchmarks.mmvet import MMVET_RETRY_SUFFIX
 
 REFERENCE = Path(
     os.environ.get("LMM_REFERENCE_EVALS", Path(__file__).resolve().parents[2] / "shared" / "reference-evals")
@@ -44,16 +45,16 @@ def llava_review_runs() -> list[list[dict]]:
         ("9 6.5", (9.0, 6.5)),
         ("7,8\nbecause", (7.0, 8.0)),
         ("7, 8", (7.0, 8.0)),
-        ("Assistant 1: 7\nAssistant 2: 8", scorers.FAILED_PAIR),
-        ("8 10 9", scorers.FAILED_PAIR),
-        ("8/10 9/10", scorers.FAILED_PAIR),
-        ("nan 8", scorers.FAILED_PAIR),
-        ("", scorers.FAILED_PAIR),
-        ("\n8 10", scorers.FAILED_PAIR),
+        ("Assistant 1: 7\nAssistant 2: 8", common.FAILED_PAIR),
+        ("8 10 9", common.FAILED_PAIR),
+        ("8/10 9/10", common.FAILED_PAIR),
+        ("nan 8", common.FAILED_PAIR),
+        ("", common.FAILED_PAIR),
+        ("\n8 10", common.FAILED_PAIR),
     ],
 )
 def test_parse_score_pair(reply, expected):
-    assert scorers.parse_score_pair(reply) == expected
+    assert common.parse_score_pair(reply) == expected
 
 
 def test_llava_bench_ratio_of_means_and_failures():
@@ -63,7 +64,7 @@ def test_llava_bench_ratio_of_means_and_failures():
         {"category": "llava_bench_detail", "content": "10 5\nreason"},
         {"category": "llava_bench_detail", "content": "no scores here"},
     ]
-    run = scorers.llava_bench_run(rows)
+    run = llava_bench.llava_bench_run(rows)
     assert run.categories["conv"] == pytest.approx(10 / 12 * 100)  # ratio of means, not mean of ratios (87.5)
     # The failed parse stays in the means as (-1, -1), as the published summariser does.
     assert run.categories["detail"] == pytest.approx((5 - 1) / (10 - 1) * 100)
@@ -75,12 +76,12 @@ def test_llava_bench_ratio_of_means_and_failures():
 def test_llava_bench_stored_tuples_match_the_parser():
     for rows in llava_review_runs():
         for row in rows:
-            assert list(scorers.parse_score_pair(row["content"])) == row["tuple"]
+            assert list(common.parse_score_pair(row["content"])) == row["tuple"]
 
 
 @needs_reference
 def test_llava_bench_reproduces_published_llava_15_13b():
-    score = scorers.llava_bench_score(llava_review_runs())
+    score = llava_bench.llava_bench_score(llava_review_runs())
     # LLaVA MODEL_ZOO: 72.5, runs 72.8 / 72.7 / 72.1.
     assert score.overall == 72.5
     assert score.runs == [72.8, 72.7, 72.1]
@@ -88,7 +89,7 @@ def test_llava_bench_reproduces_published_llava_15_13b():
     # Per-category means over the runs, checked by hand from the per-run ratios
     # (conv 74.66/74.66/72.48, detail 52.65/51.12/51.13, complex 82.85/83.68/83.47).
     assert score.categories == {"conv": 73.9, "detail": 51.6, "complex": 83.3}
-    assert scorers.paper_category_names(score.categories) == {
+    assert llava_bench.paper_category_names(score.categories) == {
         "conversation": 73.9,
         "detail": 51.6,
         "reasoning": 83.3,
@@ -119,7 +120,7 @@ def test_llava_bench_reproduces_published_llava_15_13b():
     ],
 )
 def test_parse_mmvet_grade(reply, expected):
-    assert scorers.parse_mmvet_grade(reply) == expected
+    assert mmvet.parse_mmvet_grade(reply) == expected
 
 
 class ScriptedJudge:
@@ -136,14 +137,14 @@ class ScriptedJudge:
 
 def test_mmvet_grade_first_reply_valid():
     judge = ScriptedJudge(["0.8"])
-    grade = scorers.grade_mmvet_with_retries(judge, "Q")
+    grade = mmvet.grade_mmvet_with_retries(judge, "Q")
     assert (grade.score, grade.calls, grade.valid) == (0.8, 1, True)
     assert judge.calls == [([{"role": "user", "content": "Q"}], 0.0)]
 
 
 def test_mmvet_grade_retries_with_digit_request_and_rising_temperature():
     judge = ScriptedJudge(["The answer", "Score", "0.4"])
-    grade = scorers.grade_mmvet_with_retries(judge, "Q")
+    grade = mmvet.grade_mmvet_with_retries(judge, "Q")
     assert (grade.score, grade.calls, grade.valid) == (0.4, 3, True)
     assert [t for _, t in judge.calls] == [0.0, 0.0, 0.5]
     assert judge.calls[1][0] == [{"role": "user", "content": "Q" + MMVET_RETRY_SUFFIX}]
@@ -152,7 +153,7 @@ def test_mmvet_grade_retries_with_digit_request_and_rising_temperature():
 def test_mmvet_grade_gives_up_with_zero():
     # Published rule: five retries; the fifth retry's reply is not read, even when valid.
     judge = ScriptedJudge(["x", "x", "x", "x", "x", "0.9"])
-    grade = scorers.grade_mmvet_with_retries(judge, "Q")
+    grade = mmvet.grade_mmvet_with_retries(judge, "Q")
     assert (grade.score, grade.calls, grade.valid) == (0.0, 6, False)
     assert [t for _, t in judge.calls] == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0]
     assert judge.replies == []
@@ -169,14 +170,14 @@ def test_mmvet_score_small():
         "b": {"score": [0.5, 0.5], "content": ["0.5", "0.5"]},
         "c": {"score": [0.0, 1.0], "content": ["0.0", "oops"]},
     }
-    score = scorers.mmvet_score(grades, questions)
+    score = mmvet.mmvet_score(grades, questions)
     assert score.runs == [50.0, 50.0]
     assert score.overall == 50.0 and score.std == 0.0
     assert score.categories == {"rec": 50.0, "ocr": 50.0}
     assert score.details["integration"] == {"rec": 50.0, "rec_ocr": 50.0, "ocr": 50.0}
     assert score.parse_failures == 1
     with pytest.raises(ValueError, match="ungraded"):
-        scorers.mmvet_score({"a": grades["a"]}, questions)
+        mmvet.mmvet_score({"a": grades["a"]}, questions)
 
 
 def read_published_csv(path: Path) -> dict[str, str]:
@@ -194,7 +195,7 @@ def test_mmvet_reproduces_published_capability_csvs(runs):
     results = MMVET / "results"
     questions = rescore.read_json(MMVET / "mm-vet_capabilities_transcribed.json")
     grades = rescore.read_json(results / f"{MMVET_MODEL}_gpt-4-grade-{runs}runs.json")
-    score = scorers.mmvet_score(grades, questions)
+    score = mmvet.mmvet_score(grades, questions)
 
     published = read_published_csv(results / f"{MMVET_MODEL}_gpt-4-cap-score-{runs}runs.csv")
     integration = read_published_csv(results / f"{MMVET_MODEL}_gpt-4-cap-int-score-{runs}runs.csv")
@@ -216,10 +217,10 @@ def test_mmvet_reproduces_published_capability_csvs(runs):
 @needs_reference
 def test_mmvet_headline_numbers():
     questions = rescore.read_json(MMVET / "mm-vet_capabilities_transcribed.json")
-    one = scorers.mmvet_score(
+    one = mmvet.mmvet_score(
         rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-1runs.json"), questions
     )
-    three = scorers.mmvet_score(
+    three = mmvet.mmvet_score(
         rescore.read_json(MMVET / "results" / f"{MMVET_MODEL}_gpt-4-grade-3runs.json"), questions
     )
     assert (one.overall, one.std) == (36.1, 0.0)
@@ -241,7 +242,7 @@ def test_mmbench_circular_all_passes_must_be_right():
         {"index": 1_000_002, "prediction": "A", "answer": "D", "l2-category": "coarse_perception"},
         {"index": 3, "prediction": " d ", "answer": "D", "l2-category": "coarse_perception"},
     ]
-    score = scorers.mmbench_circular(rows)
+    score = mmbench.mmbench_circular(rows)
     assert score.overall == 66.7
     assert (score.details["correct"], score.details["questions"]) == (2, 3)
     assert score.categories == {"CP": 50.0, "LR": 100.0}
@@ -276,7 +277,7 @@ def test_vicuna80_relative_scores(name):
     reference_sum, target_sum, relative = VICUNA_EXPECTED[name]
     rows = rescore.read_jsonl(REFERENCE / "vicuna80" / "review" / name)
     assert len(rows) == 80
-    score = scorers.vicuna80_score(rows)
+    score = vicuna80.vicuna80_score(rows)
     assert (score.details["reference_sum"], score.details["target_sum"]) == (reference_sum, target_sum)
     assert score.overall == relative
     assert score.parse_failures == 0

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from lmm.config import compose
 from lmm.data.tokenize import IGNORE_INDEX
 from lmm.launch.identity import run_dir, stage0_active, stage0_dir, stage0_id, stage1_dir, stage1_id, stage2_id
-from lmm.plan import preflight
+from lmm.plan.preflight import preflight
 from lmm.validate import ConfigError, validate
 
 REPO = Path(__file__).resolve().parents[1]

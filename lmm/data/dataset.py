@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lmm.launch.filelock import exclusive
+from lmm.filelock import exclusive
 
 from .images import ImageCheckCache, check_images, image_in_folder, load_image, preprocess_image
 from .templates import Template

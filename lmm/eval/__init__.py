@@ -1,1 +1,1 @@
-"""Evaluation: benchmarks, generation, the judge client and scorers."""
+"""Evaluation: the runner, one module per benchmark (lmm.eval.benchmarks), generation, the judge client, rescoring."""

@@ -35,11 +35,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lmm.eval.runner import LoadedModel, evaluate_run
+from lmm.launch.identity import CHECKPOINT_STORE
+from lmm.layout import CONFIG_FILE
 from lmm.records import RECORD_FILE, mark_done, read_record, write_record
+from lmm.towers import image_tokens
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_STORE = "checkpoints"
 KINDS = ("llava", "llm")
 # The fields of conf/model presets compared to tell a checkpoint's shape.
 SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
@@ -118,7 +120,7 @@ def checkpoint_dir(cfg: DictConfig, checkpoint: Checkpoint) -> Path:
 
 
 def _presets(group: str) -> dict[str, dict]:
-    from lmm.config import CONF_DIR
+    from lmm import CONF_DIR
 
     out = {}
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
@@ -278,8 +280,8 @@ def skipped_benchmarks(cfg: DictConfig, checkpoint: Checkpoint) -> list[str]:
 def num_image_tokens(config) -> int:
     """Image features per image the LLaVA's projector emits (CLS dropped unless the strategy is `full`)."""
     vision = config.vision_config
-    patches = (int(vision.image_size) // int(vision.patch_size)) ** 2
-    return patches + (1 if getattr(config, "vision_feature_select_strategy", "default") == "full" else 0)
+    return image_tokens(vision.image_size, vision.patch_size,
+                        getattr(config, "vision_feature_select_strategy", "default"))
 
 
 def load_checkpoint(cfg: DictConfig, checkpoint: Checkpoint) -> LoadedModel:
@@ -289,9 +291,9 @@ def load_checkpoint(cfg: DictConfig, checkpoint: Checkpoint) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
 
     from lmm.data.templates import IMAGE_TOKEN
-    from lmm.models.build import compute_dtype
     from lmm.models.checkpoint import eval_placement
     from lmm.models.llava import LmmLlava
+    from lmm.training.speed import compute_dtype
 
     placement = eval_placement(cfg)
     dtype = compute_dtype(cfg)
@@ -334,7 +336,7 @@ def prepare_folder(cfg: DictConfig, checkpoint: Checkpoint, info: dict) -> Path:
     record["eval"] = previous.get("eval") or {}
     record["started_at"] = previous.get("started_at") or record["started_at"]
     write_record(folder, record)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (folder / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg))
     mark_done(folder)
     link_into_sweep(folder, runs_dir(cfg) / str(cfg.sweep) / folder.name)
     return folder

@@ -8,7 +8,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lmm.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +93,13 @@ class JudgeBatch:
             }
             for r in self.results
         ]
-        _atomic_write(Path(path), "".join(json.dumps(row, default=str) + "\n" for row in rows))
+        write_text_atomic(Path(path), "".join(json.dumps(row, default=str) + "\n" for row in rows))
 
 
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -202,7 +190,7 @@ class JudgeClient:
     def _cache_put(self, key: str, body: Mapping, content: str) -> None:
         path = self._cache_path(key)
         if path is not None:
-            _atomic_write(path, json.dumps({"request": body, "content": content}, ensure_ascii=False))
+            write_text_atomic(path, json.dumps({"request": body, "content": content}, ensure_ascii=False))
 
     # -- HTTP ------------------------------------------------------------------------------------------------
 

@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lmm.eval import scorers
-from lmm.eval.scorers import BenchmarkScore
+from lmm.eval.benchmarks import BENCHMARK_NAMES, get_benchmark
+from lmm.eval.benchmarks.common import BenchmarkScore, read_json, read_jsonl  # noqa: F401  (re-exported)
+from lmm.eval.benchmarks.mmbench import read_tsv  # noqa: F401  (re-exported)
 
-BENCHMARKS = ("llava_bench", "mmvet", "mmbench", "vicuna80")
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def read_json(path: str | Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def read_tsv(path: str | Path) -> list[dict]:
-    """Rows of a TSV as strings; the csv module copes with quoted fields that span lines."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def merge_mmvet_grades(files: Sequence[str | Path]) -> dict:
-    """One grade mapping from one or more grade files; later files' runs follow earlier files' runs."""
-    merged: dict[str, dict] = {}
-    for path in files:
-        for qid, record in read_json(path).items():
-            slot = merged.setdefault(qid, {"score": [], "content": []})
-            slot["score"].extend(record["score"])
-            slot["content"].extend(record.get("content", [None] * len(record["score"])))
-    return merged
+# The registered benchmarks whose score can be recomputed from saved files.
+BENCHMARKS = tuple(name for name in BENCHMARK_NAMES if get_benchmark(name).rescore_files)
 
 
 def rescore(
@@ -52,21 +26,10 @@ def rescore(
     """Score saved judge outputs of one benchmark (see the CLI help for what FILE holds per benchmark)."""
     if not files:
         raise ValueError("no input files")
-    if benchmark == "llava_bench":
-        return scorers.llava_bench_score([read_jsonl(f) for f in files])
-    if benchmark == "mmvet":
-        if capabilities is None:
-            raise ValueError("mmvet needs --capabilities (the questions file with a capability list per id)")
-        return scorers.mmvet_score(merge_mmvet_grades(files), read_json(capabilities))
-    if benchmark == "mmbench":
-        rows = [row for f in files for row in read_tsv(f)]
-        return scorers.mmbench_circular(rows, category_column=category_column)
-    if benchmark == "vicuna80":
-        if len(files) != 1:
-            raise ValueError("vicuna80 scores one review file at a time")
-        categories = {q["question_id"]: q["category"] for q in read_jsonl(questions)} if questions else None
-        return scorers.vicuna80_score(read_jsonl(files[0]), categories)
-    raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
+    return get_benchmark(benchmark).rescore(files, capabilities=capabilities, questions=questions,
+                                            category_column=category_column)
 
 
 def format_table(benchmark: str, score: BenchmarkScore) -> str:
@@ -95,12 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lmm.eval.rescore",
         description="Recompute a benchmark score from saved judge outputs.",
-        epilog=(
-            "FILE per benchmark: llava_bench = review jsonl files, one per judge run "
-            "(rows with category, tuple); "
-            "mmvet = grade json (question id -> {score: [per run]}), one or more files; "
-            "mmbench = TSV with index, prediction, answer; vicuna80 = one review jsonl (rows with score)."
-        ),
+        epilog="FILE per benchmark: " + "; ".join(f"{name} = {get_benchmark(name).rescore_files}"
+                                                  for name in BENCHMARKS) + ".",
     )
     parser.add_argument("benchmark", choices=BENCHMARKS)
     parser.add_argument("files", nargs="+", metavar="FILE")

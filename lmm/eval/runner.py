@@ -25,9 +25,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmm import layout
+from lmm.atomic import write_text_atomic
 from lmm.eval.benchmarks import Benchmark, BenchmarkError, EvalContext, Item, ParseFailures, get_benchmark
-from lmm.eval.benchmarks.base import read_jsonl, write_jsonl, write_text_atomic
-from lmm.launch.filelock import exclusive
+from lmm.eval.benchmarks.base import read_jsonl, write_jsonl
+from lmm.filelock import exclusive
+from lmm.layout import model_dir
 from lmm.records import is_done, read_record, update_record
 
 log = logging.getLogger(__name__)
@@ -67,7 +70,7 @@ def load_model(cfg: DictConfig, run_dir: Path) -> LoadedModel:
     record = read_record(run_dir)
     source = Path(record.get("assembled") or "")
     if not (source / "tokenizer_config.json").exists():
-        source = run_dir / "model"  # a run moved from another machine: its own exported folder
+        source = model_dir(run_dir)  # a run moved from another machine: its own exported folder
     tokenizer = AutoTokenizer.from_pretrained(source)
     processor = CLIPImageProcessor.from_pretrained(source)
     model = load_for_eval(cfg, run_dir)  # sharded over the GPUs (eval.device_map), whole on a CPU
@@ -95,7 +98,7 @@ def beam_key(cfg: DictConfig) -> str:
 
 
 def eval_dir(run_dir: Path, benchmark: str, cfg: DictConfig) -> Path:
-    return Path(run_dir) / "eval" / benchmark / beam_key(cfg)
+    return layout.eval_dir(run_dir, benchmark, beam_key(cfg))
 
 
 def saved_answers(path: Path, items: Sequence[Item], generation: dict) -> list[str] | None:
@@ -150,7 +153,7 @@ def answer_rows(items: Sequence[Item], answers: Sequence[str], model_id: str, ge
 
 def merge_scores(run_dir: Path, benchmark: str, key: str, entry: dict) -> dict:
     """Put one benchmark's entry into results.json (eval.<benchmark>.<key>), keeping every other entry."""
-    with exclusive(Path(run_dir) / ".eval.lock"):
+    with exclusive(Path(run_dir) / layout.EVAL_LOCK_FILE):
         scores = dict(read_record(run_dir).get("eval") or {})
         scores[benchmark] = {**(scores.get(benchmark) or {}), key: entry}
         return update_record(run_dir, eval=scores)
@@ -272,7 +275,7 @@ def resolve_run(cfg: DictConfig) -> tuple[Path, DictConfig]:
 
         return run_dir(cfg), cfg
     folder = Path(str(given)).expanduser().resolve()
-    saved = folder / "config.yaml"
+    saved = folder / layout.CONFIG_FILE
     if not saved.exists():
         return folder, cfg
     run_cfg = OmegaConf.load(saved)

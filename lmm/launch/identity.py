@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from lmm.tuning import tuning_method
 
 # The run store: every run lives once under runs/<store>/<run_id>; runs/<sweep>/ holds links to it.
 STAGE0_STORE = "stage0"  # LLMs instruction-tuned from model.base (stage 0), shared by every run on that LLM
@@ -14,6 +17,9 @@ STAGE1_STORE = "stage1"
 STAGE2_STORE = "stage2"
 CHECKPOINT_STORE = "checkpoints"  # records of evaluated checkpoints (python -m lmm.eval +checkpoint=...)
 STORES = (STAGE0_STORE, STAGE1_STORE, STAGE2_STORE, CHECKPOINT_STORE)
+# A sweep names the folder runs/<sweep>/: a plain name, and never one of the stores themselves.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_SWEEPS = STORES
 
 # Keys that say where things are or how a run is watched, not what it computes: a moved data folder
 # or another hub mirror must not change a run's identity.
@@ -40,8 +46,16 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+# Data sections used to carry the tower's image size (`data.image_size`, removed: images are always preprocessed
+# to the tower's size, and only a check read it). The payload keeps it, so the ids of runs on disk stay the same.
+_DATA_SECTIONS = ("data", "pretrain_data")
+
+
 def _section(cfg: DictConfig, key: str) -> dict:
-    return _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS | _MODEL_SOURCE_KEYS)
+    section = _strip(OmegaConf.to_container(cfg[key], resolve=True), _LOCATION_KEYS | _MODEL_SOURCE_KEYS)
+    if key in _DATA_SECTIONS:
+        section["image_size"] = int(cfg.vision.image_size)
+    return section
 
 
 def _trainer(cfg: DictConfig) -> dict:
@@ -91,7 +105,7 @@ def stage1_id(cfg: DictConfig) -> str:
 
 def _tuning_slug(cfg: DictConfig) -> str:
     t = cfg.tuning
-    return t.method if t.method == "full" else f"{t.method}{t.rank}"
+    return tuning_method(t.method).slug(t.rank)
 
 
 def stage2_id(cfg: DictConfig) -> str:
@@ -145,9 +159,11 @@ def sweep_link(cfg: DictConfig) -> Path:
     return runs_dir(cfg) / cfg.sweep / run_id(cfg)
 
 
-def stage1_command(cfg: DictConfig) -> str:
-    """The command that trains the stage-1 run this config needs, with every override that decides that run's
-    identity and location (the run's own Hydra overrides with stage=pretrain; see lmm.reproduce)."""
-    from lmm.reproduce import stage1_command as command
-
-    return command(cfg)
+def sweep_problems(sweep: str) -> list[str]:
+    """Why a sweep name cannot name a folder runs/<sweep>/ (empty when it can)."""
+    if not SWEEP_NAME.fullmatch(sweep):
+        return [f"sweep = {sweep!r} must be a plain name (letters, digits, '_', '.', '-', starting with a letter "
+                "or digit): it names the folder runs/<sweep>/."]
+    if sweep in RESERVED_SWEEPS:
+        return [f"sweep = {sweep!r} is reserved: runs/{sweep}/ is the run store itself. Pick another name."]
+    return []

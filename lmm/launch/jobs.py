@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-JOBS_FILE = "jobs.jsonl"
+from lmm.layout import JOBS_FILE
+
 # SLURM states of a job that will still run (or is running): a re-submit must not duplicate it.
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
                            "COMPLETING", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD"})

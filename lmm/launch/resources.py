@@ -11,9 +11,23 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from lmm.validate import world_size
-
 KINDS = ("stage0", "stage1", "train", "eval")
+
+
+def world_size(cfg: DictConfig, stage: str) -> int:
+    """Ranks of a stage: nodes × GPUs per node. A stage=both job runs stage 1 on the job's (stage-2) nodes; stage 0
+    runs on `stage0.nodes` in its own job (stage=stage0), else on the nodes of the job that trains it first."""
+    if stage == "stage0" and cfg.stage.name == "stage0":
+        return int(cfg.stage0.nodes) * int(cfg.cluster.gpus_per_node)
+    if stage == "stage0":
+        stage = "pretrain" if cfg.stage.name == "pretrain" else "finetune"
+    nodes = cfg.pretrain.nodes if stage == "pretrain" and cfg.stage.name == "pretrain" else cfg.tuning.nodes
+    return int(nodes) * int(cfg.cluster.gpus_per_node)
+
+
+def accumulation_steps(global_batch: int, micro_batch: int, world: int) -> int:
+    """Gradient-accumulation steps that turn micro-batches on `world` ranks into the global batch."""
+    return global_batch // (micro_batch * world)
 
 
 @dataclass(frozen=True)

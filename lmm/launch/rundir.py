@@ -13,12 +13,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from lmm.records import write_json_atomic
-
-LOCK_FILE = ".lock"
-FAILED_FILE = "FAILED"
-# One entry per attempt at training the folder's stage (lmm.training.attempts writes it).
-ATTEMPTS_FILE = "attempts.json"
+from lmm.atomic import write_json_atomic
+from lmm.layout import ATTEMPTS_FILE, FAILED_FILE, LOCK_FILE
 
 
 class RunLocked(RuntimeError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lmm.launch.identity import STAGE2_STORE, STORES
 from lmm.launch.rundir import is_locked
+from lmm.layout import CHECKPOINTS_DIR, CONFIG_FILE, DONE_FILE, eval_dir
 from lmm.records import RECORD_FILE, is_done, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class MigrationReport:
 
 
 def _is_run_folder(path: Path) -> bool:
-    return any((path / name).exists() for name in (RECORD_FILE, "config.yaml", "checkpoints", "DONE"))
+    return any((path / name).exists() for name in (RECORD_FILE, CONFIG_FILE, CHECKPOINTS_DIR, DONE_FILE))
 
 
 def _merge_scores(kept: Path, duplicate: Path) -> None:
@@ -91,9 +92,9 @@ def _merge_scores(kept: Path, duplicate: Path) -> None:
         for beam, score in (by_beam or {}).items():
             if beam not in scores.get(benchmark, {}):
                 scores.setdefault(benchmark, {})[beam] = score
-                source = duplicate / "eval" / benchmark / beam
-                if source.is_dir() and not (kept / "eval" / benchmark / beam).exists():
-                    shutil.copytree(source, kept / "eval" / benchmark / beam)
+                source = eval_dir(duplicate, benchmark, beam)
+                if source.is_dir() and not eval_dir(kept, benchmark, beam).exists():
+                    shutil.copytree(source, eval_dir(kept, benchmark, beam))
     record["eval"] = scores
     write_record(kept, record)
 

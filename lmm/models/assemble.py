@@ -21,13 +21,14 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from lmm.data.tokenizer import image_token_id, load_tokenizer
-from lmm.launch.filelock import exclusive
+from lmm.filelock import exclusive
 from lmm.launch.identity import stage0_active, stage0_dir, stage0_id
+from lmm.layout import model_dir
 from lmm.models.llava import LinearProjector, LmmLlava
+from lmm.towers import image_tokens
 
 log = logging.getLogger(__name__)
 MARKER = "ASSEMBLED"
-STAGE0_MODEL = "model"  # runs/stage0/<id>/model: the Hugging Face LLM folder stage 0 writes
 
 
 class MissingCheckpoint(FileNotFoundError):
@@ -35,8 +36,8 @@ class MissingCheckpoint(FileNotFoundError):
 
 
 def num_image_tokens(vision: DictConfig) -> int:
-    """Patches per image (CLS dropped): 256 at 224 px, 576 at 336 px with 14 px patches."""
-    return (vision.image_size // vision.patch_size) ** 2
+    """Image tokens per image (lmm.towers): 256 at 224 px, 576 at 336 px with 14 px patches (CLS dropped)."""
+    return image_tokens(vision.image_size, vision.patch_size, vision.feature_select)
 
 
 def assembled_dir(cfg: DictConfig) -> Path:
@@ -58,7 +59,7 @@ def llm_source(cfg: DictConfig) -> str | None:
     for missing local-only weights."""
     m = cfg.model
     if stage0_active(cfg):
-        return str(stage0_dir(cfg) / STAGE0_MODEL)
+        return str(model_dir(stage0_dir(cfg)))  # the Hugging Face LLM folder stage 0 writes
     if m.local_only and (not m.path or not Path(m.path).is_dir()):
         raise MissingCheckpoint(
             f"model={m.name} needs a local checkpoint folder (no public weights exist), got model.path = "

@@ -10,23 +10,16 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
+from lmm.layout import PROJECTOR_FILE
 from lmm.models.assemble import assemble
 from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
-from lmm.training.speed import model_load_kwargs
+from lmm.training.speed import compute_dtype, model_load_kwargs
+from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
-PROJECTOR_FILE = "projector.safetensors"
 # bitsandbytes matches skip-module names from the start of the module path.
 QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
-
-
-def compute_dtype(cfg: DictConfig) -> torch.dtype:
-    """bf16 on GPU (the paper's setting), fp32 on CPU unless asked."""
-    precision = cfg.trainer.precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() else "fp32"
-    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def quantization_config(cfg: DictConfig, dtype: torch.dtype):
@@ -76,7 +69,7 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
     folder = assemble(cfg)
     dtype = compute_dtype(cfg)
     kwargs = model_load_kwargs(cfg)  # the attention kernel (speed.attn_implementation)
-    if stage == "finetune" and cfg.tuning.method == "qlora":
+    if stage == "finetune" and tuning_method(cfg.tuning.method).quantized:
         kwargs["quantization_config"] = quantization_config(cfg, dtype)
     # Any weight from_pretrained has to initialise (none is expected) comes from the run's seed too.
     set_seed(int(cfg.seed))

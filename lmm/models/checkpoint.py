@@ -7,8 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lmm.models.build import compute_dtype, load_projector
+from lmm.layout import adapter_dir, model_dir, projector_file
+from lmm.models.build import load_projector
 from lmm.models.llava import LmmLlava
+from lmm.training.speed import compute_dtype
 
 
 def _base_folder(run_dir: Path) -> Path:
@@ -29,8 +31,8 @@ def load_adapter_model(base: Path, run_dir: Path, dtype=None, merge: bool = Fals
     from peft import PeftModel
 
     model = LmmLlava.from_pretrained(base, dtype=dtype, **placement)
-    load_projector(model, run_dir / "projector.safetensors")
-    model = PeftModel.from_pretrained(model, run_dir / "adapter")
+    load_projector(model, projector_file(run_dir))
+    model = PeftModel.from_pretrained(model, adapter_dir(run_dir))
     return model.merge_and_unload() if merge else model
 
 
@@ -42,7 +44,7 @@ def export_merged(cfg: DictConfig, run_dir: Path) -> Path:
 
     base = assemble(cfg)
     model = load_adapter_model(base, run_dir, dtype=compute_dtype(cfg), merge=True)
-    out = run_dir / "model"
+    out = model_dir(run_dir)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
     CLIPImageProcessor.from_pretrained(base).save_pretrained(out)
@@ -59,9 +61,9 @@ def load_trained(run_dir: Path, dtype=None, device_map=None, max_memory=None, of
     run_dir = Path(run_dir)
     placement = {k: v for k, v in (("device_map", device_map), ("max_memory", max_memory),
                                    ("offload_folder", offload_folder)) if v is not None}
-    if (run_dir / "model" / "config.json").exists():
-        return LmmLlava.from_pretrained(run_dir / "model", dtype=dtype, **placement, **kwargs)
-    if (run_dir / "adapter").is_dir():
+    if (model_dir(run_dir) / "config.json").exists():
+        return LmmLlava.from_pretrained(model_dir(run_dir), dtype=dtype, **placement, **kwargs)
+    if adapter_dir(run_dir).is_dir():
         return load_adapter_model(_base_folder(run_dir), run_dir, dtype=dtype, **placement, **kwargs)
     raise FileNotFoundError(f"{run_dir} holds no trained model (model/ or adapter/)")
 

@@ -9,31 +9,31 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lmm.models.llava import base_llava, projector_module
+from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("vision_tower", "multi_modal_projector", "language_model", "lm_head", "lora")
 
 
 def lora_config(tuning: DictConfig):
-    """PEFT LoRA on the LLM's linear layers only (a regex keeps CLIP's q/k/v/o projections out)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=int(tuning.rank), lora_alpha=float(tuning.alpha), lora_dropout=float(tuning.dropout),
-                      target_modules=tuning.target_modules, bias="none", task_type="CAUSAL_LM")
+    """PEFT's adapter config of the run's tuning method (LoRA, or DoRA with its magnitudes)."""
+    return tuning_method(tuning.method).peft_config(tuning)
 
 
 def apply_trainability(model: nn.Module, stage: str, tuning: DictConfig, seed: int | None = None) -> nn.Module:
     """Freeze and unfreeze (or wrap with LoRA) for a stage; returns the model to train.
 
     stage 1: projector only. stage 2 full: projector + LLM (embeddings and head included).
-    LoRA/QLoRA: LoRA adapters on the LLM + projector, initialised from `seed`. CLIP is always frozen.
+    Adapter methods (LoRA, QLoRA, DoRA): adapters on the LLM + projector, initialised from `seed`.
+    CLIP is always frozen.
     """
     model.requires_grad_(False)
-    if stage == "finetune" and tuning.method in ("lora", "qlora"):
+    method = tuning_method(tuning.method)
+    if stage == "finetune" and method.adapter:
         from peft import get_peft_model, prepare_model_for_kbit_training
         from transformers import set_seed
 
-        if tuning.method == "qlora":
+        if method.quantized:
             # Keeps norms in fp32 and enables input grads so checkpointed 4-bit blocks backpropagate.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         if seed is not None:

@@ -7,6 +7,10 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lmm.plan.memory import estimate_memory, stage_zero
+from lmm.plan.params import count_params
+from lmm.plan.workload import workload
+
 log = logging.getLogger(__name__)
 
 
@@ -18,10 +22,6 @@ def checkpointing_needed(root: DictConfig) -> bool:
     checkpointing) under the planner's conservative peak (micro-batches of the longest samples). Unknown
     memory (no `cluster.gpu_mem_gb`) or a config the planner cannot size counts as "does not fit": on.
     """
-    from lmm.plan.memory import estimate_memory, stage_zero
-    from lmm.plan.params import count_params
-    from lmm.plan.workload import workload
-
     try:
         plain = copy.deepcopy(root)
         OmegaConf.set_readonly(plain, False)

@@ -13,6 +13,12 @@ Per token, a linear with N weights costs 2N forward; its backward costs 2N for t
 - The frozen CLIP tower runs forward only (nothing below it is trained, so no gradient, no recomputation),
   once per image: 2·N_linear·(n+1) + 4·d·(n+1)² per block for its bidirectional attention.
 - The projector runs on the image tokens and needs a weight gradient but no input gradient.
+- A method whose wrapped base linears run again under lora dropout (`TuningMethod.base_reruns`: DoRA, as PEFT
+  runs it, on the dropped-out input for the magnitude-scaled part) pays their 2N forward and 2N
+  activation-gradient FLOPs once more per rerun (recomputed too). DoRA's magnitudes' elementwise rescale counts
+  like their parameters, inside the adapters' term; the weight norm ‖W + s·BA‖ it computes once per forward
+  (≈ r·d_in·(d_in + d_out) per linear per micro-batch) is ignored, under 0.1 % of a sample's FLOPs at paper
+  scale.
 - A 4-bit QLoRA base multiplies in bf16 after dequantising, so its FLOPs equal LoRA's (no time factor: the
   paper measures QLoRA at 4.68 vs LoRA's 4.79 GPU-hours per node for 33B, equal within its noise, and the
   dequantisation cost roughly cancels ZeRO-2's saved parameter all-gathers).
@@ -27,6 +33,8 @@ from omegaconf import DictConfig
 
 from lmm.plan.params import ParamCounts
 from lmm.plan.workload import StageWorkload
+from lmm.towers import patches
+from lmm.tuning import tuning_method
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class SampleFlops:
 def vision_flops(cfg: DictConfig, counts: ParamCounts) -> float:
     """Forward FLOPs of the frozen CLIP tower for one image (CLS token included)."""
     v = cfg.vision
-    tokens = (int(v.image_size) // int(v.patch_size)) ** 2 + 1
+    tokens = patches(v.image_size, v.patch_size) + 1  # the tower runs its CLS token whatever LLaVA keeps
     patch_embed = 2 * 3 * int(v.patch_size) ** 2 * int(v.hidden_size) * (tokens - 1)
     attention = 4 * int(v.num_layers) * int(v.hidden_size) * tokens**2
     return 2 * counts.vision_linear * tokens + attention + patch_embed
@@ -65,12 +73,17 @@ def sample_flops(cfg: DictConfig, counts: ParamCounts, w: StageWorkload, seq: fl
     dense = 2 * counts.llm_linear * seq  # the blocks' linears
     attention = 2 * int(m.num_layers) * int(m.hidden_size) * seq**2  # causal QKᵀ and AV
     head = 2 * counts.lm_head * seq
-    lora = 2 * counts.lora * seq if w.method in ("lora", "qlora") else 0.0
+    method = tuning_method(w.method) if w.stage == "finetune" else None
+    adapter = method is not None and method.adapter
+    lora = 2 * counts.lora * seq if adapter else 0.0
+    if adapter and w.lora_dropout > 0:
+        dense += method.base_reruns * 2 * counts.lora_wrapped_linear * seq  # DoRA's rerun of the wrapped linears
     projector = 2 * counts.projector * w.image_tokens * images
 
     forward = dense + attention + head + lora + projector
     activation_grad = dense + 2 * attention + head + lora
-    weight_grad = projector + (dense + head if w.method == "full" else lora)
+    trains_llm = w.stage == "finetune" and not adapter
+    weight_grad = projector + (2 * counts.llm_linear * seq + head if trains_llm else lora)
     recompute = dense + attention + lora if w.gradient_checkpointing else 0.0
     vision = vision_flops(cfg, counts) * images
     return SampleFlops(forward, activation_grad + weight_grad, recompute, vision)

@@ -27,6 +27,7 @@ from lmm.plan.ds_estimate import zero_model_states_bytes
 from lmm.plan.host import host_ram_gb
 from lmm.plan.params import ParamCounts, count_params, trainable_params
 from lmm.plan.workload import StageWorkload, workload
+from lmm.tuning import tuning_method
 
 GIB = 2**30
 # CUDA context, cuBLAS workspaces, NCCL communicators and allocator slack, per GPU.
@@ -85,9 +86,10 @@ def _frozen_weight_bytes(counts: ParamCounts, w: StageWorkload, cfg: DictConfig,
     frozen_bf16 = counts.vision
     if w.stage == "pretrain":
         return (frozen_bf16 + counts.llm) * elem
-    if w.method == "full":
+    method = tuning_method(w.method)
+    if not method.adapter:
         return frozen_bf16 * elem
-    if w.method == "qlora":
+    if method.quantized:
         nf4 = nf4_bytes_per_param(bool(cfg.tuning.double_quant))
         return (frozen_bf16 + counts.llm - counts.llm_linear) * elem + counts.llm_linear * nf4
     return (frozen_bf16 + counts.llm) * elem
@@ -99,7 +101,8 @@ def activation_bytes(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> 
     Per token and decoder block (e = 2 B in bf16): each RMSNorm keeps its fp32 input (4d) and bf16 output
     (e·d, the next linears' input); attention keeps q, k, v after RoPE, its output and o_proj's input
     (e·(3d + 2d_kv)); the SwiGLU MLP keeps gate, silu(gate), up and their product (4e·i). LoRA with dropout
-    adds a mask (1 B) and a dropped copy (e) of each wrapped linear's input, and A's output (e·r).
+    adds a mask (1 B) and a dropped copy (e) of each wrapped linear's input, and A's output (e·r); DoRA also
+    keeps each wrapped linear's base and adapter outputs for its magnitudes' gradient (`kept_outputs` × e·d_out).
     With gradient checkpointing only each block's input (e·d) is kept, plus one block recomputed with its
     gradients during backward; without it, all blocks. The logits add bf16 values, their fp32 upcast for
     the loss and both gradients (12 B per vocabulary entry and token). The frozen CLIP forward keeps nothing.
@@ -109,9 +112,11 @@ def activation_bytes(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> 
     d, i, layers, vocab = int(m.hidden_size), int(m.intermediate_size), int(m.num_layers), int(m.vocab_size)
     d_kv = int(m.num_kv_heads or m.num_heads) * (d // int(m.num_heads))
     per_block = 2 * (4 * d + e * d) + e * (3 * d + 2 * d_kv) + 4 * e * i
-    if w.method in ("lora", "qlora") and w.stage == "finetune":
+    method = tuning_method(w.method) if w.stage == "finetune" else None
+    if method is not None and method.adapter:
         dropout_copy = (1 + e) * counts.lora_block_inputs if w.lora_dropout > 0 else 0
         per_block += dropout_copy + e * w.lora_rank * counts.lora_block_modules
+        per_block += method.kept_outputs * e * counts.lora_block_outputs
     tokens = w.micro_batch * w.seq_peak
     if w.gradient_checkpointing:
         blocks = tokens * (layers * e * d + 2 * per_block)
@@ -146,8 +151,9 @@ def estimate_memory(cfg: DictConfig, counts: ParamCounts, w: StageWorkload) -> M
     elif zero == 3:
         gathered = 4.0 * counts.largest_layer  # DeepSpeed's estimator term
         buffers += gathered + (min(DS_REDUCE_BUCKET, trained) + DS_PREFETCH_BUCKET) * elem
-    if w.method == "qlora" and w.stage == "finetune":
-        buffers += 2 * counts.largest_llm_linear * elem  # one dequantised weight, forward and backward
+    method = tuning_method(w.method) if w.stage == "finetune" else None
+    if method is not None:  # QLoRA's dequantised weight, DoRA's W + s·BA and B·A (TuningMethod)
+        buffers += method.materialised_weights * counts.largest_llm_linear * elem
 
     ds = None
     if bf16 and zero in (2, 3):

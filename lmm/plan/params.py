@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from lmm import towers
+from lmm.tuning import tuning_method
+
 # Module paths as transformers 5 names them inside `LlavaForConditionalGeneration`; PEFT matches
 # `tuning.target_modules` against these with re.fullmatch, so the LoRA count follows the same regex.
 _LLM_PREFIX = "model.language_model.layers.0"
@@ -57,8 +60,7 @@ def vision_block_linears(vision: DictConfig) -> list[Linear]:
 
 def image_tokens(vision: DictConfig) -> int:
     """Tokens one image adds to the LLM's sequence: (image_size / patch_size)², plus CLS if it is kept."""
-    n = (int(vision.image_size) // int(vision.patch_size)) ** 2
-    return n + (1 if vision.feature_select in ("full", "cls_patch") else 0)
+    return towers.image_tokens(vision.image_size, vision.patch_size, vision.feature_select)
 
 
 def projector_linears(cfg: DictConfig) -> list[Linear]:
@@ -71,7 +73,7 @@ def projector_linears(cfg: DictConfig) -> list[Linear]:
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """Parameter counts of one LLaVA model; `lora` is 0 unless the run tunes with LoRA/QLoRA."""
+    """Parameter counts of one LLaVA model; `lora` is 0 unless the run's tuning method trains adapters."""
 
     llm: int  # embeddings + decoder blocks + final norm + lm_head (untied)
     llm_linear: int  # the decoder blocks' linears: the FLOP-carrying, LoRA-targetable, 4-bit-quantised part
@@ -81,8 +83,10 @@ class ParamCounts:
     vision: int
     vision_linear: int
     projector: int
-    lora: int
+    lora: int  # every adapter parameter (DoRA's magnitudes included)
     lora_block_inputs: int  # Σ d_in of one block's LoRA-wrapped linears (what LoRA dropout copies)
+    lora_block_outputs: int  # Σ d_out of one block's wrapped linears (the outputs DoRA keeps for its magnitude)
+    lora_wrapped_linear: int  # the wrapped LLM linears' weights over all blocks (what DoRA's forward reruns)
     lora_block_modules: int  # how many linears of one block carry an adapter
     largest_layer: int  # the largest single module: what ZeRO-3 gathers whole
 
@@ -101,7 +105,7 @@ def llm_params(model: DictConfig) -> int:
 def vision_params(vision: DictConfig) -> int:
     """CLIP ViT (`CLIPVisionModel`): patch conv (no bias), CLS and position embeddings, pre/post LayerNorm, blocks."""
     d, p = int(vision.hidden_size), int(vision.patch_size)
-    positions = (int(vision.image_size) // p) ** 2 + 1
+    positions = towers.patches(vision.image_size, p) + 1  # CLS has a position too
     embeddings = 3 * p * p * d + d + positions * d
     block = sum(lin.params for lin in vision_block_linears(vision)) + 2 * 2 * d
     return embeddings + 2 * 2 * d + int(vision.num_layers) * block
@@ -110,7 +114,7 @@ def vision_params(vision: DictConfig) -> int:
 def lora_targets(cfg: DictConfig) -> tuple[list[Linear], list[Linear]]:
     """The linears of one LLM block and one CLIP block whose module path fully matches `tuning.target_modules`."""
     t = cfg.tuning
-    if t.method not in ("lora", "qlora") or int(t.rank) <= 0:
+    if not tuning_method(t.method).adapter or int(t.rank) <= 0:
         return [], []
     pattern = re.compile(t.target_modules)
     return ([lin for lin in llm_block_linears(cfg.model) if pattern.fullmatch(lin.path)],
@@ -118,12 +122,12 @@ def lora_targets(cfg: DictConfig) -> tuple[list[Linear], list[Linear]]:
 
 
 def lora_params(cfg: DictConfig) -> int:
-    """LoRA adapters: r·(d_in + d_out) per wrapped linear (A: d_in→r, B: r→d_out, no bias), over all blocks."""
+    """Adapters over all blocks, as the tuning method sizes them per wrapped linear (LoRA: r·(d_in + d_out))."""
     llm, vision = lora_targets(cfg)
-    per_llm_block = sum(lin.d_in + lin.d_out for lin in llm)
-    per_vision_block = sum(lin.d_in + lin.d_out for lin in vision)
-    rank = int(cfg.tuning.rank)
-    return rank * (per_llm_block * int(cfg.model.num_layers) + per_vision_block * int(cfg.vision.num_layers))
+    method, rank = tuning_method(cfg.tuning.method), int(cfg.tuning.rank)
+    per_llm_block = sum(method.adapter_params(lin.d_in, lin.d_out, rank) for lin in llm)
+    per_vision_block = sum(method.adapter_params(lin.d_in, lin.d_out, rank) for lin in vision)
+    return per_llm_block * int(cfg.model.num_layers) + per_vision_block * int(cfg.vision.num_layers)
 
 
 def count_params(cfg: DictConfig) -> ParamCounts:
@@ -144,17 +148,20 @@ def count_params(cfg: DictConfig) -> ParamCounts:
         projector=sum(lin.params for lin in projector_linears(cfg)),
         lora=lora_params(cfg),
         lora_block_inputs=sum(lin.d_in for lin in wrapped),
+        lora_block_outputs=sum(lin.d_out for lin in wrapped),
+        lora_wrapped_linear=layers * sum(lin.params for lin in wrapped),
         lora_block_modules=len(wrapped),
         largest_layer=max(embed, max(lin.params for lin in linears)),
     )
 
 
 def trainable_params(counts: ParamCounts, stage: str, method: str) -> int:
-    """Stage 0 trains the LLM alone; stage 1 the projector; stage 2 the projector plus the LLM (full) or LoRA."""
+    """Stage 0 trains the LLM alone; stage 1 the projector; stage 2 the projector plus the LLM (full) or the
+    adapters."""
     if stage == "stage0":
         return counts.llm
     if stage == "pretrain":
         return counts.projector
-    if method == "full":
+    if not tuning_method(method).adapter:
         return counts.projector + counts.llm
     return counts.projector + counts.lora

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.launch.identity import run_id, stage0_dir, stage0_id, stage1_dir, stage1_id, stage2_id
-from lmm.plan.cost import Throughput, gpu_hours_per_node, throughput, usd, wall_hours
+from lmm.plan.cost import Throughput, throughput, usd, wall_hours
 from lmm.plan.flops import SampleFlops, epoch_flops
 from lmm.plan.memory import GIB, MemoryEstimate, estimate_memory, memory_budget_gb, stage_zero
 from lmm.plan.params import ParamCounts, count_params, trainable_params
+from lmm.plan.table4 import paper_calibration
 from lmm.plan.workload import StageWorkload, stages_of, workload
+from lmm.tuning import TuningMethod, tuning_method
+from lmm.units import gpu_hours_per_node
 
 
 @dataclass(frozen=True)
@@ -113,22 +117,24 @@ def plan_stage(cfg: DictConfig, stage: str, counts: ParamCounts, thr: Throughput
 
 def _summary(cfg: DictConfig) -> str:
     t = cfg.tuning
-    method = t.method if t.method == "full" else f"{t.method} r{t.rank}"
+    method = tuning_method(t.method).table_label(t.rank)
     zero = int(cfg.deepspeed.stage)
     return (f"{cfg.model.name} {method} {cfg.vision.image_size}px {cfg.data.name}, "
             f"{'ZeRO-' + str(zero) if zero else 'no ZeRO'}, {cfg.stage.name}")
 
 
-def preflight(cfg: DictConfig, stage1_present: bool | None = None, stage0_present: bool | None = None
-              ) -> PlanResult:
+def preflight(cfg: DictConfig, stage1_present: bool | None = None, stage0_present: bool | None = None,
+              calibration: Callable[[], Throughput] = paper_calibration) -> PlanResult:
     """Plan every stage `stage.name` runs: parameters, memory per GPU and verdict, time and cost.
 
     With stage=both, a stage-1 run already on disk (`stage1_present`, looked up when None) is reused and
     costs nothing, as `lmm.train` would do; so is a stage-0 LLM on disk (`stage0_present`, looked up when None;
     the launcher passes True for a job that waits for its own stage-0 job), or any stage 0 once stage 1 is there.
+    `calibration` gives the achieved TFLOP/s per GPU when `plan.achieved_tflops_per_gpu` is unset (default:
+    Table 4's 7B full column).
     """
     counts = count_params(cfg)
-    thr = throughput(cfg)
+    thr = throughput(cfg, calibration)
     if stage1_present is None:
         stage1_present = (stage1_dir(cfg) / "DONE").exists()
     names = stages_of(cfg)
@@ -157,6 +163,16 @@ def _variant(cfg: DictConfig, changes: dict) -> DictConfig:
     return out
 
 
+def _fallback(method: TuningMethod, to: TuningMethod, zero: int) -> tuple[str, dict]:
+    """The switch to the method's lighter fallback: from full, the paper's rank 64; to a 4-bit base, ZeRO-2."""
+    text, changes = f"tuning={to.name}", {"tuning.method": to.name, "tuning.bits": to.base_bits}
+    if to.adapter and not method.adapter:
+        changes.update({"tuning.rank": 64, "tuning.alpha": 128})
+    if to.quantized and zero == 3:
+        text, changes = f"{text} deepspeed=zero2", {**changes, "deepspeed.stage": 2}
+    return text, changes
+
+
 def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     """Candidate fixes for a stage that does not fit: (overrides, predicted GiB per GPU, fits), best first."""
     t, zero = cfg.tuning, stage_zero(cfg, stage)
@@ -164,16 +180,12 @@ def fixes(cfg: DictConfig, stage: str) -> list[tuple[str, float, bool | None]]:
     nodes_key = "pretrain.nodes" if own_nodes else "tuning.nodes"
     micro_key = "pretrain.micro_batch_size" if stage == "pretrain" else "tuning.micro_batch_size"
     opt = cfg.pretrain if stage == "pretrain" else t
+    method = tuning_method(t.method) if stage == "finetune" else None
     candidates: list[tuple[str, dict]] = []
-    if zero != 3 and not (stage == "finetune" and t.method == "qlora"):
+    if zero != 3 and not (method is not None and method.quantized):
         candidates.append(("deepspeed=zero3", {"deepspeed.stage": 3}))
-    if stage == "finetune" and t.method == "lora" and zero != 3:
-        candidates.append(("tuning=qlora", {"tuning.method": "qlora", "tuning.bits": 4}))
-    if stage == "finetune" and t.method == "lora" and zero == 3:
-        candidates.append(("tuning=qlora deepspeed=zero2",
-                           {"tuning.method": "qlora", "tuning.bits": 4, "deepspeed.stage": 2}))
-    if stage == "finetune" and t.method == "full":
-        candidates.append(("tuning=lora", {"tuning.method": "lora", "tuning.rank": 64, "tuning.alpha": 128}))
+    if method is not None and method.fallback:
+        candidates.append(_fallback(method, tuning_method(method.fallback), zero))
     nodes = int(cfg.pretrain.nodes if own_nodes else t.nodes)
     for k in (2, 4):
         candidates.append((f"{nodes_key}={nodes * k}", {nodes_key: nodes * k}))

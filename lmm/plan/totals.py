@@ -21,6 +21,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lmm.plan.report import console, constant_line, runs_table
+
 RECORD_FILE = "plan.json"
 TOTALS_FILE = "plan_totals.json"
 
@@ -70,8 +72,6 @@ class GridTotals(Callback):
             self.records.append(job_return.return_value)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lmm.plan.report import console, constant_line, runs_table
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         records = self.records or load_records(sweep_dir)
         if not records:
@@ -87,4 +87,4 @@ class GridTotals(Callback):
         out.print(constant_line(records[0]), highlight=False)
         if totals["oom"]:
             out.print(f"{totals['oom']} run(s) predicted OOM: python -m lmm.plan <their overrides> shows the "
-                      "breakdown; lmm.plan.check_fits lists the fixes.", highlight=False)
+                      "breakdown; lmm.plan.preflight.check_fits lists the fixes.", highlight=False)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from lmm.launch.resources import world_size
 from lmm.plan.params import image_tokens
-from lmm.validate import world_size
+from lmm.tuning import tuning_method
 
 # Mean tokens of one text-only ShareGPT conversation, an order-of-magnitude estimate (the paper does not
 # give it): Vicuna's ShareGPT data is cut into chunks of at most 2048 tokens, and the 370M training tokens
@@ -26,7 +27,7 @@ class StageWorkload:
     """The inputs of the memory and time models for one stage of one run."""
 
     stage: str  # pretrain | finetune
-    method: str  # projector (stage 1) | full | lora | qlora
+    method: str  # projector (stage 1) | a tuning method's name (lmm.tuning.METHODS)
     data_name: str
     image_samples: int | None  # per epoch; None = unknown (data.num_samples unset)
     text_only_samples: int  # mixed-in ShareGPT conversations per epoch
@@ -117,6 +118,7 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
 
     world = world_size(cfg, stage)
     t = cfg.tuning
+    adapter = stage != "pretrain" and tuning_method(t.method).adapter
     return StageWorkload(
         stage=stage,
         method=method,
@@ -134,8 +136,8 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
         world=world,
         gradient_checkpointing=bool(cfg.trainer.gradient_checkpointing),
         precision=precision_of(cfg),
-        lora_rank=int(t.rank) if method in ("lora", "qlora") else 0,
-        lora_dropout=float(t.dropout) if method in ("lora", "qlora") else 0.0,
+        lora_rank=int(t.rank) if adapter else 0,
+        lora_dropout=float(t.dropout) if adapter else 0.0,
         zero_stage=int(zero_stage if zero_stage is not None else _configured_zero(cfg, stage)),
         notes=tuple(notes),
     )

@@ -10,7 +10,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.config import CONF_DIR
+from lmm import CONF_DIR
 from lmm.prepare import marker
 from lmm.prepare.catalog import BENCHMARK_ENTRIES, CATALOG, DATA_ENTRIES
 from lmm.prepare.models import NO_65B, Model, hub_cache, local_problems, model_folder, model_of

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lmm.config import CONF_DIR
+from lmm import CONF_DIR
+from lmm.config import compose
 from lmm.prepare.catalog import ALIASES, BENCHMARK_ENTRIES, CATALOG
 from lmm.prepare.errors import PrepareError
 from lmm.prepare.sources import Entry
@@ -16,8 +17,6 @@ from lmm.prepare.sources import Entry
 
 @functools.lru_cache(maxsize=64)
 def _compose(overrides: tuple[str, ...]) -> DictConfig:
-    from lmm.config import compose
-
     return compose(list(overrides))
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from lmm.config import CONF_DIR
+from lmm import CONF_DIR
 from lmm.prepare import hub
 from lmm.prepare.errors import PrepareError
 from lmm.prepare.space import human, require_space

@@ -94,7 +94,7 @@ def _decode(cfg: DictConfig, folder: Path, paths: list[Path]) -> list[tuple[Path
     """(path, reason) of the images that do not decode, through the training start-up check and its cache (so a
     run started after `verify` does not decode them again)."""
     from lmm.data.images import ImageCheckCache, check_images
-    from lmm.launch.filelock import exclusive
+    from lmm.filelock import exclusive
     from lmm.training.data import image_check_cache
 
     cache_file = image_check_cache(cfg, OmegaConf.create({"image_folder": str(folder)}))

@@ -8,11 +8,10 @@ import torch
 from omegaconf import DictConfig
 from transformers import TrainingArguments
 
-from lmm.models.build import compute_dtype
+from lmm.launch.resources import accumulation_steps, world_size
 from lmm.plan.memory import stage_zero
 from lmm.training.deepspeed_config import deepspeed_config
-from lmm.training.speed import training_speed_arguments
-from lmm.validate import accumulation_steps, world_size
+from lmm.training.speed import compute_dtype, training_speed_arguments
 
 
 def stage_optim(cfg: DictConfig, stage: str) -> DictConfig:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lmm.launch.rundir import ATTEMPTS_FILE, read_attempts
-from lmm.records import write_json_atomic
+from lmm.atomic import write_json_atomic
+from lmm.launch.rundir import read_attempts
+from lmm.layout import ATTEMPTS_FILE
 
 
 class AttemptLog(TrainerCallback):

@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 from lmm.data.collator import LlavaCollator
 from lmm.data.dataset import LlavaDataset, load_records, load_sharegpt, mix
 from lmm.data.sampler import ModalityLengthGroupedSampler
-from lmm.launch.filelock import exclusive
+from lmm.filelock import exclusive
+from lmm.launch.resources import world_size
 from lmm.training.arguments import stage_data, stage_optim
-from lmm.validate import world_size
 
 # Synthetic images are drawn larger than the tiny towers so a higher resolution sees more detail.
 SYNTHETIC_IMAGE_SIZE = 64

@@ -1,4 +1,5 @@
-"""The run's GPU speed settings (`speed`) as from_pretrained and TrainingArguments keyword arguments."""
+"""The run's GPU speed settings (`speed`, and the compute dtype `trainer.precision` gives) as from_pretrained and
+TrainingArguments keyword arguments."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from omegaconf import DictConfig
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 
 
+def compute_dtype(cfg: DictConfig) -> torch.dtype:
+    """bf16 on GPU (the paper's setting), fp32 on CPU unless asked."""
+    precision = cfg.trainer.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def attn_implementation(cfg: DictConfig) -> str:
     """`speed.attn_implementation`, with auto = flash_attention_2 where it can run (flash-attn installed, bf16
     on CUDA), else sdpa (PyTorch's fused kernels; the same math as eager, without the s × s matrix)."""
@@ -18,8 +27,6 @@ def attn_implementation(cfg: DictConfig) -> str:
         raise ValueError(f"speed.attn_implementation={choice!r}: choose one of {', '.join(ATTENTION)}")
     if choice != "auto":
         return choice
-    from lmm.models.build import compute_dtype  # here: build_model may import this module
-
     if (torch.cuda.is_available() and compute_dtype(cfg) == torch.bfloat16
             and importlib.util.find_spec("flash_attn") is not None):
         return "flash_attention_2"

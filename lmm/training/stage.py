@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, CLIPImageProcessor
 
+from lmm.layout import adapter_dir, checkpoints_dir, model_dir
 from lmm.models.assemble import assemble, num_image_tokens
 from lmm.models.build import build_model, save_projector
 from lmm.models.checkpoint import export_merged
 from lmm.models.trainable import parameter_table
+from lmm.ranks import barrier, is_main_process
 from lmm.tracking import finish_tracking, start_tracking
 from lmm.training import preemption
 from lmm.training.arguments import training_arguments
@@ -23,18 +24,9 @@ from lmm.training.attempts import AttemptLog
 from lmm.training.checkpoints import ManifestCallback, latest_checkpoint
 from lmm.training.data import build_training_data
 from lmm.training.trainer import LmmTrainer, peak_memory_gb
+from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
-
-
-def is_main_process() -> bool:
-    return not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: Path, assembled: Path,
@@ -50,13 +42,13 @@ def _save_artifacts(cfg: DictConfig, stage: str, trainer: LmmTrainer, out_dir: P
     save_projector(trainer.model, out_dir, write=is_main_process())
     if stage == "pretrain":
         return
-    if cfg.tuning.method == "full":
-        trainer.save_model(str(out_dir / "model"))
+    if not tuning_method(cfg.tuning.method).adapter:
+        trainer.save_model(str(model_dir(out_dir)))
         if is_main_process():
-            AutoTokenizer.from_pretrained(assembled).save_pretrained(out_dir / "model")
-            CLIPImageProcessor.from_pretrained(assembled).save_pretrained(out_dir / "model")
+            AutoTokenizer.from_pretrained(assembled).save_pretrained(model_dir(out_dir))
+            CLIPImageProcessor.from_pretrained(assembled).save_pretrained(model_dir(out_dir))
     else:
-        trainer.save_model(str(out_dir / "adapter"))
+        trainer.save_model(str(adapter_dir(out_dir)))
         barrier()
         if cfg.tuning.merge_on_save and is_main_process():
             export_merged(cfg, out_dir)
@@ -93,7 +85,7 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         model = build_model(cfg, stage, stage1_projector)
         image_tokens = num_image_tokens(cfg.vision)
     data = build_training_data(cfg, stage, tokenizer, processor, image_tokens)
-    ckpt_dir = out_dir / CHECKPOINTS
+    ckpt_dir = checkpoints_dir(out_dir)
     args = training_arguments(cfg, stage, ckpt_dir, run_name=out_dir.name)
     trainer = LmmTrainer(
         model=model, args=args, train_dataset=data.dataset, data_collator=data.collator,

@@ -10,9 +10,9 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, set_seed
 
 from lmm.data.tokenizer import load_tokenizer
-from lmm.models.build import compute_dtype
+from lmm.layout import model_dir
 from lmm.models.trainable import format_parameter_table, parameter_table
-from lmm.training.speed import model_load_kwargs
+from lmm.training.speed import compute_dtype, model_load_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def build_stage0(cfg: DictConfig):
 def save_stage0(trainer, tokenizer, out_dir: Path, write: bool) -> Path:
     """The tuned LLM as a Hugging Face folder (safetensors + tokenizer) at out_dir/model; every rank calls it
     (ZeRO-3 gathers the weights), `write` ranks save the tokenizer."""
-    from lmm.models.assemble import STAGE0_MODEL
-
-    folder = Path(out_dir) / STAGE0_MODEL
+    folder = model_dir(out_dir)
     trainer.save_model(str(folder))
     if write:
         tokenizer.save_pretrained(folder)

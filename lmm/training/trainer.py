@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from lmm.models.build import PROJECTOR_FILE, load_projector, save_projector
+from lmm.layout import PROJECTOR_FILE
+from lmm.models.build import load_projector, save_projector
 
 # Token counters saved in every checkpoint, so a resumed run's record counts every segment's tokens.
 COUNTERS_FILE = "lmm_counters.json"

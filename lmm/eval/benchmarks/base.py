@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,8 +12,9 @@ from typing import Any
 from omegaconf import DictConfig
 from PIL import Image
 
+from lmm.atomic import write_text_atomic
+from lmm.eval.benchmarks.common import BenchmarkScore, read_json, read_jsonl  # noqa: F401  (read_*: re-exported)
 from lmm.eval.judge import JudgeClient, JudgeRequest
-from lmm.eval.rescore import read_json, read_jsonl  # noqa: F401  (re-exported for the benchmarks)
 
 
 class BenchmarkError(RuntimeError):
@@ -123,14 +122,6 @@ def require(path: str | Path, what: str, config_key: str) -> Path:
 
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     write_text_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
@@ -166,3 +157,12 @@ class Benchmark:
 
     def evaluate(self, ctx: EvalContext, model: Callable[[], Any], out: Path) -> dict:
         raise NotImplementedError
+
+    # What `python -m lmm.eval.rescore` reads to score this benchmark again without any API call (None: it
+    # cannot be rescored from saved files).
+    rescore_files: str | None = None
+
+    def rescore(self, files: Sequence[str | Path], *, capabilities: str | Path | None = None,
+                questions: str | Path | None = None, category_column: str | None = None) -> BenchmarkScore:
+        """The published-scale score of saved judge outputs (or predictions), as the benchmark's own scripts."""
+        raise ValueError(f"{self.name} is not rescored from saved files")

@@ -8,13 +8,81 @@ import io
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, require, write_text_atomic
-from lmm.eval.scorers import MMBENCH_QUESTION_MODULUS, mmbench_circular
+from lmm.atomic import write_text_atomic
+from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, require
+from lmm.eval.benchmarks.common import BenchmarkScore, round1
+
+# MMBench L2 abilities as the paper abbreviates them (names as in the MMBench dev/test TSVs).
+MMBENCH_ABILITY_ABBREVIATIONS = {
+    "logic_reasoning": "LR",
+    "attribute_reasoning": "AR",
+    "relation_reasoning": "RR",
+    "finegrained_perception (instance-level)": "FP-S",
+    "finegrained_perception (cross-instance)": "FP-C",
+    "coarse_perception": "CP",
+}
+
+
+MMBENCH_QUESTION_MODULUS = 1_000_000
+
+
+def _pass_correct(row: Mapping) -> bool:
+    prediction = str(row.get("prediction") or "").strip().upper()
+    answer = str(row.get("answer") or "").strip().upper()
+    return bool(answer) and prediction == answer
+
+
+def _pick_category_column(rows: Sequence[Mapping], category_column: str | None) -> str | None:
+    if category_column is not None or not rows:
+        return category_column
+    for candidate in ("l2-category", "category"):
+        if rows[0].get(candidate) not in (None, ""):
+            return candidate
+    return None
+
+
+def mmbench_circular(rows: Iterable[Mapping], category_column: str | None = None) -> BenchmarkScore:
+    """MMBench circular accuracy: a question (index % 1e6) is right only if every circular pass is right.
+
+    rows: dicts with `index`, `prediction` (an option letter) and `answer`. Categories come from
+    `category_column`, by default `l2-category` (abbreviated LR/AR/... where known) else `category`.
+    """
+    rows = list(rows)
+    column = _pick_category_column(rows, category_column)
+    correct: dict[int, bool] = {}
+    question_category: dict[int, str] = {}
+    for row in rows:
+        qid = int(row["index"]) % MMBENCH_QUESTION_MODULUS
+        correct[qid] = correct.get(qid, True) and _pass_correct(row)
+        if column is not None:
+            name = str(row[column])
+            question_category.setdefault(qid, MMBENCH_ABILITY_ABBREVIATIONS.get(name, name))
+    if not correct:
+        raise ValueError("no MMBench rows given")
+
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for qid, category in question_category.items():
+        by_category[category].append(correct[qid])
+    n_correct = sum(correct.values())
+    overall = round1(n_correct / len(correct) * 100)
+    return BenchmarkScore(
+        overall=overall,
+        categories={name: round1(sum(v) / len(v) * 100) for name, v in sorted(by_category.items())},
+        runs=[overall],
+        std=0.0,
+        details={
+            "correct": n_correct,
+            "questions": len(correct),
+            "passes": len(rows),
+            "category_column": column,
+        },
+    )
 
 OPTIONS = ("A", "B", "C", "D")
 SINGLE_PREDICTION_PROMPT = "Answer with the option's letter from the given choices directly."
@@ -110,6 +178,12 @@ def extract_choice(answer: str, options: Sequence[str]) -> str:
 
 class MMBench(Benchmark):
     name = "mmbench"
+
+    rescore_files = "TSV with index, prediction, answer"
+
+    def rescore(self, files, *, capabilities=None, questions=None, category_column=None) -> BenchmarkScore:
+        rows = [row for f in files for row in read_tsv(f)]
+        return mmbench_circular(rows, category_column=category_column)
 
     def load(self, ctx: EvalContext) -> list[Item]:
         rows = circular_rows(read_tsv(require(ctx.paths.mmbench, "MMBench TSV", "eval.paths.mmbench")))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lmm.eval.benchmarks.base import Benchmark, BenchmarkError, EvalContext, require, write_jsonl
-from lmm.eval.scorers import round1
+from lmm.eval.benchmarks.common import round1
 
 log = logging.getLogger(__name__)
 

@@ -3,19 +3,119 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, read_jsonl, require, write_jsonl
+from lmm.eval.benchmarks.base import Benchmark, EvalContext, Item, require, write_jsonl
+from lmm.eval.benchmarks.common import (
+    FAILED_PAIR,
+    BenchmarkScore,
+    chat,
+    has_score_pair,
+    parse_score_pair,
+    read_jsonl,
+    review_pair,
+    round1,
+)
 from lmm.eval.judge import JudgeRequest
-from lmm.eval.prompts import VicunaTemplates, build_vicuna_messages
-from lmm.eval.scorers import FAILED_PAIR, has_score_pair, parse_score_pair, round1, vicuna80_score
+
+# Sampling parameters of the published judge calls.
+JUDGE_PARAMS = {"temperature": 0.2, "max_tokens": 1024}
+
+
+def _ratio_of_sums(pairs: Sequence[tuple[float, float]]) -> float:
+    """sum(target) / sum(reference) x 100 (equal to LLaVA-Bench's ratio of means up to float rounding)."""
+    return sum(p[1] for p in pairs) / sum(p[0] for p in pairs) * 100
+
+
+def vicuna80_score(
+    rows: Iterable[Mapping], question_categories: Mapping[int, str] | None = None, exclude_failed: bool = False
+) -> BenchmarkScore:
+    """Vicuna-80 relative score of one review file: sum(target) / sum(reference) x 100.
+
+    Rows carry `score: [reference, target]` (or `text` to parse).
+    Per-category scores need a question_id -> category map. Failed parses are counted; they stay in the
+    sums as (-1, -1) like the published files, unless `exclude_failed` (our own runs).
+    """
+    pairs: list[tuple[float, float]] = []
+    by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    failures = 0
+    for row in rows:
+        pair = review_pair(row, "score", "text")
+        failures += pair == FAILED_PAIR
+        if exclude_failed and pair == FAILED_PAIR:
+            continue
+        pairs.append(pair)
+        if question_categories is not None:
+            by_category[question_categories[row["question_id"]]].append(pair)
+    if not pairs:
+        raise ValueError(f"a Vicuna-80 review file has no {'parsed reviews' if failures else 'rows'}")
+    overall = _ratio_of_sums(pairs)
+    return BenchmarkScore(
+        overall=round1(overall),
+        categories={name: round1(_ratio_of_sums(p)) for name, p in sorted(by_category.items())},
+        runs=[round1(overall)],
+        std=0.0,
+        parse_failures=failures,
+        details={"reference_sum": sum(p[0] for p in pairs), "target_sum": sum(p[1] for p in pairs)},
+    )
+
+
+@dataclass
+class VicunaTemplates:
+    """FastChat's review prompts (prompt.jsonl) and which reviewer handles which category (reviewer.jsonl)."""
+
+    prompts: Sequence[Mapping]
+    reviewers: Sequence[Mapping]
+
+    @classmethod
+    def load(cls, prompt_path: str | Path, reviewer_path: str | Path) -> VicunaTemplates:
+        return cls(prompts=read_jsonl(prompt_path), reviewers=read_jsonl(reviewer_path))
+
+    def reviewer_for(self, category: str) -> Mapping:
+        # Question categories with no reviewer of their own (e.g. "generic") go to the first, general one.
+        for reviewer in self.reviewers:
+            if reviewer["category"] == category:
+                return reviewer
+        return self.reviewers[0]
+
+    def prompt_for(self, reviewer: Mapping) -> Mapping:
+        for prompt in self.prompts:
+            if prompt["prompt_id"] == reviewer["prompt_id"]:
+                return prompt
+        raise KeyError(f"no review prompt with prompt_id {reviewer['prompt_id']}")
+
+
+def build_vicuna_messages(
+    question: str, answer_1: str, answer_2: str, category: str, templates: VicunaTemplates
+) -> tuple[list[dict], dict]:
+    """Pairwise review messages (answer 1 = baseline, answer 2 = target) and the reviewer's sampling."""
+    reviewer = templates.reviewer_for(category)
+    prompt = templates.prompt_for(reviewer)
+    user = prompt["prompt_template"].format(
+        question=question, answer_1=answer_1, answer_2=answer_2, **prompt.get("defaults", {})
+    )
+    params = dict(JUDGE_PARAMS)
+    params.update(
+        {k: v for k, v in reviewer.get("metadata", {}).items() if k in ("temperature", "max_tokens")}
+    )
+    return chat(prompt["system_prompt"], user), params
 
 
 class Vicuna80(Benchmark):
     name = "vicuna80"
     judged = True
     text_only = True
+
+    rescore_files = "one review jsonl (rows with score)"
+
+    def rescore(self, files, *, capabilities=None, questions=None, category_column=None) -> BenchmarkScore:
+        if len(files) != 1:
+            raise ValueError("vicuna80 scores one review file at a time")
+        categories = {q["question_id"]: q["category"] for q in read_jsonl(questions)} if questions else None
+        return vicuna80_score(read_jsonl(files[0]), categories)
 
     def _file(self, ctx: EvalContext, name: str) -> Path:
         folder = require(ctx.paths.vicuna80, "Vicuna-80 folder", "eval.paths.vicuna80")
