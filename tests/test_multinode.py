@@ -67,7 +67,7 @@ def test_two_node_runs_train_as_one_process_group_and_match_one_node_runs(tmp_pa
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
-    assert "5 job(s) submitted (1 stage1, 4 train, 0 eval)" in log
+    assert "5 job(s) submitted (0 stage0, 1 stage1, 4 train, 0 eval)" in log
     assert log.count("(2 node(s) × 1 task(s))") == 2 and log.count("(1 node(s) × 2 task(s))") == 2, log[-4000:]
 
     # Stage 1: one job on one node, trained once, shared by the four runs.

@@ -218,7 +218,7 @@ def test_evaluation_is_a_job_after_training_and_new_benchmarks_are_added_to_the_
     out = _train(tmp_path, *base, "eval.num_beams=1,2")
     log = out.stdout + out.stderr
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "1 job(s) submitted (0 stage1, 0 train, 1 eval)" in log
+    assert "1 job(s) submitted (0 stage0, 0 stage1, 0 train, 1 eval)" in log
     record = read_record(folder)
     assert sorted(record["eval"]["synthetic"]) == ["beam1", "beam2"]
     assert record["eval"]["synthetic"]["beam1"] == trained["eval"]["synthetic"]["beam1"]  # scored once
