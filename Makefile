@@ -40,9 +40,10 @@ demo: setup
 
 # The whole test suite (slow end-to-end and SLURM tests included): brings the local SLURM cluster up
 # (as root on Debian; it says so where it cannot) and stops it afterwards if it started it.
-# Tests run on TEST_WORKERS pytest-xdist workers, each test process on one thread (tests/conftest.py);
-# the SLURM tests all go to one worker, in turn (they share the cluster).
-TEST_WORKERS ?= 2
+# TEST_WORKERS > 0 runs the tests on that many pytest-xdist workers (each test process on one thread:
+# tests/conftest.py). Off by default: with pytest 9.2 and xdist 3.8 the `xdist_group("slurm")` marks do not
+# keep the SLURM tests on one worker, and two of them at once on the shared cluster fail (measured: 3 of 24).
+TEST_WORKERS ?= 0
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test: setup
 	scripts/slurm/with_cluster.sh $(PYTEST)

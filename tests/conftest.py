@@ -122,10 +122,3 @@ def slurm_cluster():
 
 
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs 2 workers), every SLURM test goes to one worker, one at a time:
-    they share the two-node local cluster, and a job of one test queued behind another's would only wait."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
