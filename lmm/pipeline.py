@@ -33,34 +33,32 @@ def run_stage0(cfg: DictConfig) -> Path | None:
     """Train the LLM from `model.base` (stage 0) unless its run is done; None when the LLM has a checkpoint."""
     if not stage0_active(cfg):
         return None
-    folder = stage0_dir(cfg)
-    if is_done(folder):
-        log.info("stage 0 %s is done: reusing its LLM", folder.name)
-        return folder
-    # Every run on this LLM shares stage 0: the first trains it, the others wait and then reuse it.
-    with run_lock(folder, wait=True):
-        if is_done(folder):
-            log.info("stage 0 %s was trained meanwhile: reusing its LLM", folder.name)
-            return folder
-        stats = train_stage(cfg, "stage0", folder)
-        _finish(folder, cfg, build_stage0_record(cfg, stats))
-    return folder
+    def train(folder: Path) -> None:
+        _finish(folder, cfg, build_stage0_record(cfg, train_stage(cfg, "stage0", folder)))
+
+    return _train_shared(stage0_dir(cfg), "stage 0", "LLM", train)
 
 
 def run_stage1(cfg: DictConfig) -> Path:
     """Train the shared stage-1 projector unless its run is already done (its stage-0 LLM first, if missing)."""
-    folder = stage1_dir(cfg)
+    def train(folder: Path) -> None:
+        run_stage0(cfg)
+        _finish(folder, cfg, build_stage1_record(cfg, train_stage(cfg, "pretrain", folder)))
+
+    return _train_shared(stage1_dir(cfg), "stage 1", "projector", train)
+
+
+def _train_shared(folder: Path, name: str, product: str, train) -> Path:
+    """A stage shared by many runs (stage 0 by every run on its LLM, stage 1 by a grid): the first run trains it
+    under the folder's lock, the others wait and then reuse it."""
     if is_done(folder):
-        log.info("stage 1 %s is done: reusing its projector", folder.name)
+        log.info("%s %s is done: reusing its %s", name, folder.name, product)
         return folder
-    # Runs of one grid share stage 1: the first trains it, the others wait and then reuse it.
     with run_lock(folder, wait=True):
         if is_done(folder):
-            log.info("stage 1 %s was trained meanwhile: reusing its projector", folder.name)
+            log.info("%s %s was trained meanwhile: reusing its %s", name, folder.name, product)
             return folder
-        run_stage0(cfg)
-        stats = train_stage(cfg, "pretrain", folder)
-        _finish(folder, cfg, build_stage1_record(cfg, stats))
+        train(folder)
     return folder
 
 

@@ -200,24 +200,34 @@ class _LmmSubmititMixin:
         stage1_jobs: dict = {}  # stage-1 id → its JobSpec, or the id of its job already queued
         specs, notes, problems = [], [], []
 
+        def existing(kind: str, key: str, folder: Path, planned: dict) -> tuple:
+            """(True, what to wait for) when a shared stage-0/1 run needs no new job: planned already in this
+            launch, done (None), queued (its job id) or trained right now outside any job of ours (None: the run
+            waits on its lock); (False, None) when it needs a job."""
+            name = f"stage {kind[-1]} {key}"
+            if key in planned:
+                return True, planned[key]
+            if is_done(folder):
+                return True, None
+            job = queued(folder, kind)
+            if job:
+                notes.append(f"{name}: job {job[0]} ({job[1]}), not resubmitted")
+                planned[key] = job[0]
+                return True, job[0]
+            if is_locked(folder):
+                notes.append(f"{name}: running outside a job")
+                return True, None
+            return False, None
+
         def stage0_job(point: GridPoint, overrides: list):
             """The stage-0 job a point's first job waits for (planned once per stage-0 id), or None when its LLM
             has a checkpoint or stage 0 is done."""
             if not stage0_active(point.cfg):
                 return None
             key, folder = stage0_id(point.cfg), stage0_dir(point.cfg)
-            if key in stage0_jobs:
-                return stage0_jobs[key]
-            if is_done(folder):
-                return None
-            job = queued(folder, "stage0")
-            if job:
-                notes.append(f"stage 0 {key}: job {job[0]} ({job[1]}), not resubmitted")
-                stage0_jobs[key] = job[0]
-                return job[0]
-            if is_locked(folder):
-                notes.append(f"stage 0 {key}: running outside a job")
-                return None
+            known, job = existing("stage0", key, folder, stage0_jobs)
+            if known:
+                return job
             s0_overrides = [*(o for o in overrides if not o.startswith("stage=")), "stage=stage0"]
             try:
                 cfg = self._compose(s0_overrides)
@@ -239,18 +249,9 @@ class _LmmSubmititMixin:
         def stage1_job(point: GridPoint, cfg: DictConfig, overrides: list):
             """The stage-1 job a point waits for (planned once per stage-1 id), or None when stage 1 is there."""
             key, folder = stage1_id(cfg), stage1_dir(cfg)
-            if key in stage1_jobs:
-                return stage1_jobs[key]
-            if is_done(folder):
-                return None
-            job = queued(folder, "stage1")
-            if job:
-                notes.append(f"stage 1 {key}: job {job[0]} ({job[1]}), not resubmitted")
-                stage1_jobs[key] = job[0]
-                return job[0]
-            if is_locked(folder):  # trained right now outside any job of ours: the run will wait for it
-                notes.append(f"stage 1 {key}: running outside a job")
-                return None
+            known, job = existing("stage1", key, folder, stage1_jobs)
+            if known:
+                return job
             try:
                 validate(cfg)
                 if check_memory:  # its stage 0 (if any) is done or its own job: planned there

@@ -98,13 +98,7 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
     max_len = int(data.max_length)
     img = image_tokens(cfg.vision)
 
-    if data.kind == "synthetic":
-        samples: int | None = int(data.synthetic_num_train)
-    elif data.num_samples is not None:
-        samples = int(data.num_samples)
-    else:
-        samples = None
-        notes.append(f"{'pretrain_data' if stage == 'pretrain' else 'data'}.num_samples unset: no time or cost")
+    samples = _train_samples(data, "pretrain_data" if stage == "pretrain" else "data", notes)
     text = data.mean_text_tokens
     if text is None:
         text = max(max_len - img, 0)
@@ -143,18 +137,23 @@ def workload(cfg: DictConfig, stage: str, zero_stage: int | None = None) -> Stag
     )
 
 
+def _train_samples(data: DictConfig, field: str, notes: list[str]) -> int | None:
+    """Training samples of a data section (`field` names it): the synthetic set's size, `num_samples`, or None
+    with a note when unset (no time or cost then)."""
+    if data.kind == "synthetic":
+        return int(data.synthetic_num_train)
+    if data.num_samples is not None:
+        return int(data.num_samples)
+    notes.append(f"{field}.num_samples unset: no time or cost")
+    return None
+
+
 def _stage0_workload(cfg: DictConfig, zero_stage: int | None) -> StageWorkload:
     """Stage 0: full fine-tuning of the LLM alone on text-only ShareGPT chunks (no image tokens, no tower)."""
     s, data = cfg.stage0, cfg.stage0.data
     max_len = int(data.max_length)
     notes: list[str] = []
-    if data.kind == "synthetic":
-        samples: int | None = int(data.synthetic_num_train)
-    elif data.num_samples is not None:
-        samples = int(data.num_samples)
-    else:
-        samples = None
-        notes.append("stage0.data.num_samples unset: no time or cost")
+    samples = _train_samples(data, "stage0.data", notes)
     text = data.mean_text_tokens
     if text is None:
         text = max_len

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,26 @@ def review_pair(row: Mapping, stored_key: str, text_key: str) -> tuple[float, fl
         reference, model = row[stored_key]
         return float(reference), float(model)
     return parse_score_pair(row.get(text_key, ""))
+
+
+def review_pairs(rows: Iterable[Mapping], stored_key: str, text_key: str,
+                 category_of: Callable[[Mapping], str | None], exclude_failed: bool) -> tuple[list, dict, int]:
+    """(every pair, pairs by category, parse failures) of a pairwise review file. A failed parse is counted and
+    kept as FAILED_PAIR, as the published summarisers do, unless `exclude_failed`; `category_of` None: no
+    category for that row."""
+    every: list[tuple[float, float]] = []
+    by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    failures = 0
+    for row in rows:
+        pair = review_pair(row, stored_key, text_key)
+        failures += pair == FAILED_PAIR
+        if exclude_failed and pair == FAILED_PAIR:
+            continue
+        every.append(pair)
+        category = category_of(row)
+        if category is not None:
+            by_category[category].append(pair)
+    return every, by_category, failures
 
 
 # The system message both LLaVA-Bench and Vicuna-80 reviews are sent with.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from lmm.eval.benchmarks.common import (
     population_std,
     read_json,
     read_jsonl,
-    review_pair,
+    review_pairs,
     round1,
 )
 from lmm.eval.judge import JudgeRequest
@@ -88,16 +87,8 @@ def llava_bench_run(rows: Iterable[Mapping], exclude_failed: bool = False) -> Ll
     Failed parses are counted. By default they stay in the means as (-1, -1), as the published summariser
     does (to reproduce published files); `exclude_failed` leaves them out instead (our own runs).
     """
-    by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    every: list[tuple[float, float]] = []
-    failures = 0
-    for row in rows:
-        pair = review_pair(row, "tuple", "content")
-        failures += pair == FAILED_PAIR
-        if exclude_failed and pair == FAILED_PAIR:
-            continue
-        by_category[llava_bench_short_name(row["category"])].append(pair)
-        every.append(pair)
+    every, by_category, failures = review_pairs(
+        rows, "tuple", "content", lambda row: llava_bench_short_name(row["category"]), exclude_failed)
     if not every:
         raise ValueError(f"a LLaVA-Bench review file has no {'parsed reviews' if failures else 'rows'}")
     categories = {name: _relative(by_category[name]) for name in _llava_bench_order(by_category)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from lmm.eval.benchmarks.common import (
     has_score_pair,
     parse_score_pair,
     read_jsonl,
-    review_pair,
+    review_pairs,
     round1,
 )
 from lmm.eval.judge import JudgeRequest
@@ -39,17 +38,9 @@ def vicuna80_score(
     Per-category scores need a question_id -> category map. Failed parses are counted; they stay in the
     sums as (-1, -1) like the published files, unless `exclude_failed` (our own runs).
     """
-    pairs: list[tuple[float, float]] = []
-    by_category: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    failures = 0
-    for row in rows:
-        pair = review_pair(row, "score", "text")
-        failures += pair == FAILED_PAIR
-        if exclude_failed and pair == FAILED_PAIR:
-            continue
-        pairs.append(pair)
-        if question_categories is not None:
-            by_category[question_categories[row["question_id"]]].append(pair)
+    pairs, by_category, failures = review_pairs(
+        rows, "score", "text",
+        lambda row: None if question_categories is None else question_categories[row["question_id"]], exclude_failed)
     if not pairs:
         raise ValueError(f"a Vicuna-80 review file has no {'parsed reviews' if failures else 'rows'}")
     overall = _ratio_of_sums(pairs)
