@@ -242,3 +242,12 @@ def test_the_local_launcher_starts_a_job_once_its_dependencies_end_within_max_pa
     assert all(busy + job.resources.tasks_per_node <= 2 for job, busy, _ in starts)
     started = {job.name: at for job, _, at in starts}
     assert started["train_a"] >= stage1_a.handle.end and started["wide"] >= train_a.handle.end
+
+
+def test_a_negative_max_parallel_is_refused_naming_the_field(tmp_path):
+    cmd = [sys.executable, "-m", "lmm.train", "-m", "hydra/launcher=submitit", "hydra.launcher.max_parallel=-1",
+           f"paths.root={tmp_path}", "debug=fast"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "hydra.launcher.max_parallel = -1 must be >= 0 (0: one process per CPU core)." in out.stderr
+    assert not list(tmp_path.rglob("jobs.jsonl"))

@@ -541,7 +541,9 @@ class LmmLocalLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
 
     def __init__(self, wait: bool = True, max_parallel: int = 0, **params: Any) -> None:
         super().__init__(wait=wait, **params)
-        self.max_parallel = max_parallel or os.cpu_count() or 1
+        if int(max_parallel) < 0:
+            _fail(f"hydra.launcher.max_parallel = {max_parallel} must be >= 0 (0: one process per CPU core).")
+        self.max_parallel = int(max_parallel) or os.cpu_count() or 1
 
     def _submit_all(self, specs: list) -> None:
         """No scheduler here: start each job once its dependencies have ended (plan order among the ready
