@@ -40,10 +40,10 @@ demo: setup
 
 # The whole test suite (slow end-to-end and SLURM tests included): brings the local SLURM cluster up
 # (as root on Debian; it says so where it cannot) and stops it afterwards if it started it.
-# TEST_WORKERS > 0 runs the tests on that many pytest-xdist workers (each test process on one thread:
-# tests/conftest.py). Off by default: with pytest 9.2 and xdist 3.8 the `xdist_group("slurm")` marks do not
-# keep the SLURM tests on one worker, and two of them at once on the shared cluster fail (measured: 3 of 24).
-TEST_WORKERS ?= 0
+# TEST_WORKERS pytest-xdist workers (0: one process), each test process on one thread (tests/conftest.py).
+# `--dist loadgroup` keeps the `xdist_group("slurm")` tests on one worker, one at a time on the shared cluster
+# (pytest is pinned below 9 for it: pyproject.toml).
+TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test: setup
 	scripts/slurm/with_cluster.sh $(PYTEST)

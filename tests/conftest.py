@@ -20,6 +20,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
+def pytest_configure(config):
+    """Refuse `--dist loadgroup` where it would not group: the SLURM tests share one cluster and must not overlap."""
+    if config.getoption("dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist: `--dist loadgroup` ignores the xdist_group marks "
+            "(xdist writes the group into `_nodeid`, which pytest 9 no longer reads), so SLURM tests would run at "
+            "once on the shared cluster. Install the project's pin: pip install 'pytest>=8,<9'")
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """$LMM_CACHE_DIR, else <repo>/.cache (git-ignored): downloads kept across test runs."""

@@ -46,7 +46,7 @@ def test_every_finding_reproduced():
              "text_smix": 300, "text_mmix": 300, "text_lmix": 300}
     got = verdicts(*study(**right))
     assert got == {"1": REPRODUCED, "2": REPRODUCED, "3a": REPRODUCED, "3b": REPRODUCED, "4": REPRODUCED,
-                   "5": REPRODUCED}
+                   "5a": REPRODUCED, "5b": REPRODUCED}
     rows = findings.findings(*study(**right))
     # size: l − s over the three cells (32, 48, 48 mixed) = mean(30, 25, 25) points
     assert rows[0].effect.value == pytest.approx((120 + 100 + 100) / 3 / N * 100)
@@ -62,7 +62,10 @@ def test_not_reproduced_when_the_interval_is_on_the_wrong_side():
     frame.loc[frame["method"] == "lora", "gpu_hours_per_node"] *= 4  # LoRA slower than full
     got = verdicts(frame, multimodal, language)
     assert got["2"] == NOT_REPRODUCED and got["3a"] == NOT_REPRODUCED and got["4"] == NOT_REPRODUCED
-    assert got["5"] == NOT_REPRODUCED
+    assert got["5b"] == NOT_REPRODUCED and got["5a"] == REPRODUCED  # the size half stands on its own
+    frame["gpu_hours_per_node"] = 1.0  # every run equally long
+    got = verdicts(frame, multimodal, language)
+    assert got["5a"] == got["5b"] == INCONCLUSIVE
     assert got["3b"] == INCONCLUSIVE  # 0 % with and without mixing: an interval [0, 0] holds 0
 
 
@@ -86,7 +89,8 @@ def test_missing_runs_are_inconclusive_not_guessed():
     frame, multimodal, language = study()
     only_full_32 = frame[frame["image_size"] == 32]
     got = verdicts(only_full_32, multimodal, language)
-    assert got["2"] == got["3a"] == got["4"] == got["5"] == INCONCLUSIVE
+    assert got["2"] == got["3a"] == got["4"] == got["5b"] == INCONCLUSIVE
+    assert got["5a"] == REPRODUCED  # three sizes of full fine-tuning were timed
     del multimodal["l32"]  # a run without per-question outcomes: no interval, no verdict
     assert verdicts(only_full_32, multimodal, language)["1"] == INCONCLUSIVE
 
@@ -120,9 +124,10 @@ def test_findings_table_renders_one_row_per_finding(tmp_path):
               text=[1] * 10)
     (table,) = make_tables(collect(runs), "findings", sweep=["toy"])
     assert list(table.display.index) == ["1. Model size", "2. Image resolution", "3a. Data mixing (multimodal)",
-                                         "3b. Data mixing (language)", "4. LoRA vs full", "5. Cost"]
+                                         "3b. Data mixing (language)", "4. LoRA vs full", "5a. Cost (size)",
+                                         "5b. Cost (LoRA vs full)"]
     assert list(table.display["Verdict"]) == [REPRODUCED, INCONCLUSIVE, INCONCLUSIVE, REPRODUCED, INCONCLUSIVE,
-                                              INCONCLUSIVE]
+                                              INCONCLUSIVE, INCONCLUSIVE]
     measured = table.display.loc["1. Model size", "Measured (toy study, 95 % interval)"]
     assert measured.startswith("tiny_l − tiny_s: +50.0 ±")
     assert "| 3b. Data mixing (language)" in table.to_markdown()

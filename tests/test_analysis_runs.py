@@ -22,6 +22,7 @@ from analysis.plots import pareto_front
 from analysis.tables import main as tables_main
 from lmm.config import compose
 from lmm.launch.identity import run_dir, stage1_dir
+from lmm.launch.rundir import read_attempts
 from lmm.pipeline import run_pipeline
 from lmm.records import read_record, update_record
 
@@ -94,8 +95,11 @@ def test_records_of_real_runs_carry_the_schema_and_the_cost_formulas(runs):
         assert {"choices", "hparams", "resources", "stages", "cost", "eval", "finetune", "config"} <= set(record)
         s1, s2 = record["stages"]["pretrain"], record["stages"]["finetune"]
         assert s2["run_id"] == record["run_id"] and s1["run_id"] == runs[name + "_stage1"].name
-        for stage in (s1, s2):  # GPU-hours per node = wall hours × GPUs / 8; $ = that × $13.63
-            assert stage["gpu_hours_per_node"] == pytest.approx(stage["wall_time_s"] / 3600 * stage["gpus"] / 8,
+        for stage, folder in ((s1, runs[name + "_stage1"]), (s2, runs[name])):
+            # GPU-hours per node = device hours × GPUs / 8, a CPU rank's device time its CPU time; $ = that × $13.63
+            [attempt] = read_attempts(folder)
+            assert attempt["device"] == "cpu" and 0 < attempt["cpu_time_s"]
+            assert stage["gpu_hours_per_node"] == pytest.approx(attempt["cpu_time_s"] / 3600 * stage["gpus"] / 8,
                                                                 rel=1e-5)
             assert stage["usd"] == pytest.approx(stage["gpu_hours_per_node"] * 13.63, rel=1e-5)
         assert record["cost"]["gpu_hours_per_node"]["total"] == pytest.approx(

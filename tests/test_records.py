@@ -132,3 +132,15 @@ def test_update_record_merges_one_level_and_done_needs_both_files(tmp_path):
     assert not is_done(tmp_path)
     mark_done(tmp_path)
     assert is_done(tmp_path)
+
+
+def test_device_time_is_wall_time_on_accelerators_and_cpu_time_on_cpu():
+    from lmm.training.attempts import device_seconds
+
+    gpu = {"device": "cuda", "wall_time_s": 100.0, "cpu_time_s": 30.0, "world_size": 8}
+    cpu = {"device": "cpu", "wall_time_s": 100.0, "cpu_time_s": 30.0, "world_size": 2}
+    assert device_seconds(gpu) == 800.0  # the GPUs are held for the wall time, busy or not
+    assert device_seconds(cpu) == 60.0  # a core shared with other processes: its busy time
+    # Attempts written before devices were recorded count wall time, as they did.
+    assert device_seconds({"wall_time_s": 100.0, "world_size": 2}) == 200.0
+    assert device_seconds({"device": "cpu", "wall_time_s": 5.0, "cpu_time_s": 0.0, "world_size": 1}) == 0.0

@@ -246,13 +246,15 @@ class _LmmSubmititMixin:
             """(after, after_ids) of a job that waits for `dep`: a JobSpec of this launch or a queued job id."""
             return ([dep] if isinstance(dep, JobSpec) else []), ([dep] if isinstance(dep, str) else [])
 
-        def stage1_job(point: GridPoint, cfg: DictConfig, overrides: list):
-            """The stage-1 job a point waits for (planned once per stage-1 id), or None when stage 1 is there."""
-            key, folder = stage1_id(cfg), stage1_dir(cfg)
+        def stage1_job(point: GridPoint, overrides: list, cfg: Optional[DictConfig] = None):
+            """The stage-1 job a point waits for (planned once per stage-1 id), or None when stage 1 is there.
+            Its config is composed from `overrides` only when it needs a job (most points share a stage 1)."""
+            key, folder = stage1_id(point.cfg), stage1_dir(point.cfg)
             known, job = existing("stage1", key, folder, stage1_jobs)
             if known:
                 return job
             try:
+                cfg = cfg if cfg is not None else self._compose(overrides)
                 validate(cfg)
                 if check_memory:  # its stage 0 (if any) is done or its own job: planned there
                     check_fits(cfg, preflight(cfg, stage0_present=True))
@@ -275,7 +277,7 @@ class _LmmSubmititMixin:
                     notes.append(f"stage 0 {run_id}: done")
                 continue
             if first.cfg.stage.name == "pretrain":
-                if stage1_job(first, first.cfg, first.overrides) is None and is_done(first.folder):
+                if stage1_job(first, first.overrides, first.cfg) is None and is_done(first.folder):
                     notes.append(f"stage 1 {run_id}: done")
                 continue
             train, train_ids = None, []
@@ -289,7 +291,7 @@ class _LmmSubmititMixin:
                 dep, overrides = None, [*first.overrides, "task=train"]
                 if first.cfg.stage.name == "both" and not first.cfg.stage.projector_path:
                     s1_overrides = [*first.overrides, "stage=pretrain"]
-                    dep = stage1_job(first, self._compose(s1_overrides), s1_overrides)
+                    dep = stage1_job(first, s1_overrides)
                     if dep is not None or is_done(stage1_dir(first.cfg)):
                         overrides.append("stage=finetune")  # stage 1 is done, or its job's afterok says so
                 if first.cfg.stage.projector_path:  # no stage 1 before it: it reads the stage-0 LLM itself
@@ -397,11 +399,12 @@ class _LmmSubmititMixin:
               + ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in JOB_KINDS), flush=True)
         stage_hours: dict = {}
         oom = []
+        by_num = {p.num: p.cfg for p in points}
         for spec in specs:
             print(spec.describe())
             if spec.kind == "eval":
                 print(f"    evaluates: {', '.join(spec.cfg.eval.benchmarks)} (beams "
-                      f"{', '.join(str(self._compose(o).eval.num_beams) for _, o in spec.calls)})")
+                      f"{', '.join(str(by_num[num].eval.num_beams) for num, _ in spec.calls)})")
                 continue
             # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own).
             present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))

@@ -72,7 +72,7 @@ def mean_loss(losses: list[dict]) -> float | None:
 
 def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Path | None = None) -> dict:
     """Train `stage` ("stage0", "pretrain" or "finetune") into `out_dir`; returns the stage's statistics."""
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     if stage == "stage0":  # the base LLM alone, text only (lmm.training.stage0)
         from lmm.training.stage0 import base_source, build_stage0
 
@@ -98,7 +98,8 @@ def train_stage(cfg: DictConfig, stage: str, out_dir: Path, stage1_projector: Pa
         trainer.restore_counters(resume)
     world = max(trainer.args.world_size, 1)
     trainer.add_callback(ManifestCallback())  # signs each checkpoint: resume trusts only this run's
-    attempts = AttemptLog(out_dir, stage, world, write=is_main_process(), started=started)
+    attempts = AttemptLog(out_dir, stage, world, write=is_main_process(), started=started, cpu_started=cpu_started,
+                          device=trainer.args.device.type)
     trainer.add_callback(attempts)
     preempt = preemption.PreemptionCallback() if preemption.install() else None
     if preempt:
