@@ -1,9 +1,10 @@
 """The paper's five findings, each measured on a study's runs as an effect with its 95 % interval and a verdict.
 
 One row per finding (Lu et al., arXiv 2309.09958): 1 size, 2 resolution, 3a/3b data mixing (multimodal and
-language-only score), 4 LoRA against full fine-tuning, 5a/5b cost (size, method). Effects are differences in percentage points
-of a benchmark's overall score, paired over its questions (analysis/intervals.py); where a comparison exists
-in several cells (e.g. resolution at each size) the effect is the mean of the per-cell differences.
+language-only score), 4 LoRA against full fine-tuning, 5a/5b cost (size, method). Effects are differences in
+percentage points of a benchmark's overall score, paired over its questions (analysis/intervals.py); where a
+comparison exists in several cells (e.g. resolution at each size) the effect is the mean of the per-cell
+differences.
 
 Verdicts follow from the interval alone, never from the point estimate:
 - a claimed increase is *reproduced* when the interval lies above 0, *not reproduced* when it lies below

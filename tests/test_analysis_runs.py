@@ -98,7 +98,7 @@ def test_records_of_real_runs_carry_the_schema_and_the_cost_formulas(runs):
         for stage, folder in ((s1, runs[name + "_stage1"]), (s2, runs[name])):
             # GPU-hours per node = device hours × GPUs / 8, a CPU rank's device time its CPU time; $ = that × $13.63
             [attempt] = read_attempts(folder)
-            assert attempt["device"] == "cpu" and 0 < attempt["cpu_time_s"]
+            assert attempt["device"] == "cpu" and attempt["cpu_time_s"] > 0
             assert stage["gpu_hours_per_node"] == pytest.approx(attempt["cpu_time_s"] / 3600 * stage["gpus"] / 8,
                                                                 rel=1e-5)
             assert stage["usd"] == pytest.approx(stage["gpu_hours_per_node"] * 13.63, rel=1e-5)
