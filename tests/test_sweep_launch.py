@@ -39,7 +39,8 @@ def _grid_dirs(root: Path, *extra: str) -> list[Path]:
             for m in ("tiny_s", "tiny_m") for t in ("full", "lora")]
 
 
-def _check_grid(root: Path, launcher_args: list[str], extra: list[str]) -> None:
+def _check_grid(root: Path, launcher_args: list[str], extra: list[str]) -> str:
+    """Runs the grid, checks it, runs it again (nothing to do); returns the first run's log."""
     out = _multirun(root, *launcher_args, *extra)
     assert out.returncode == 0, out.stderr[-3000:]
     folders = _grid_dirs(root, *extra)
@@ -65,11 +66,20 @@ def _check_grid(root: Path, launcher_args: list[str], extra: list[str]) -> None:
     assert log.count(": trained (done)") == 4 and "0 job(s) submitted" in log
     assert [read_record(f)["finetune"]["wall_time_s"] for f in folders] == \
         [r["finetune"]["wall_time_s"] for r in records]  # nothing was trained again
+    return out.stdout + out.stderr
 
 
 @pytest.mark.slow
 def test_grid_through_submitit_local_executor(tmp_path):
-    _check_grid(tmp_path, ["hydra/launcher=submitit"], [])
+    log = _check_grid(tmp_path, ["hydra/launcher=submitit"], ["eval=synthetic"])
+    # Each evaluation ran in its training's process, after it: 2 stage-1 and 4 training processes in all.
+    assert "6 job(s) submitted (0 stage0, 2 stage1, 4 train, 0 eval); 4 evaluation(s) in their training job's " \
+           "process" in log, log[-3000:]
+    for folder in _grid_dirs(tmp_path, "eval=synthetic"):
+        [train] = read_jobs(folder)
+        tasks = [[o for o in overrides if o.startswith("task=")] for overrides in train["overrides"]]
+        assert train["kind"] == "train" and tasks == [["task=train"], ["task=eval"]]
+        assert read_record(folder)["eval"]["synthetic"]["beam1"]["count"] == 16
 
 
 @pytest.mark.slurm
@@ -251,3 +261,47 @@ def test_a_negative_max_parallel_is_refused_naming_the_field(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "hydra.launcher.max_parallel = -1 must be >= 0 (0: one process per CPU core)." in out.stderr
     assert not list(tmp_path.rglob("jobs.jsonl"))
+
+
+def test_the_local_launcher_runs_an_evaluation_in_its_one_process_training_job():
+    from types import SimpleNamespace
+
+    from hydra_plugins.lmm_launcher.launcher import JobSpec, LmmLocalLauncher
+
+    def spec(kind: str, run: str, tasks: int = 1, after=(), after_ids=()):
+        return JobSpec(kind, run, Path(run), None, [(len(run), [f"task={kind}"])],
+                       SimpleNamespace(nodes=1, tasks_per_node=tasks), list(after), list(after_ids))
+
+    stage1 = spec("stage1", "s1")
+    train, wide = spec("train", "a", after=[stage1]), spec("train", "bb", tasks=2, after=[stage1])
+    evals = [spec("eval", "a", after=[train]), spec("eval", "bb", after=[wide]), spec("eval", "ccc", after_ids=["7"])]
+    jobs = LmmLocalLauncher(max_parallel=2)._jobs([stage1, train, wide, *evals])
+    # Folded: the one-process training's evaluation. Not: a 2-task training's (each rank would evaluate), and an
+    # evaluation of a run trained by a job submitted before (nothing here to fold it into).
+    assert [(j.kind, j.run_id) for j in jobs] == [("stage1", "s1"), ("train", "a"), ("train", "bb"), ("eval", "bb"),
+                                                  ("eval", "ccc")]
+    assert train.calls == [(1, ["task=train"]), (1, ["task=eval"])] and train.folded == [evals[0]]
+    assert wide.calls == [(2, ["task=train"])] and not wide.folded
+
+
+def test_a_folded_job_stops_at_its_failed_training():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.lmm_launcher.launcher import RunGroup
+
+    ran = []
+
+    def launcher(overrides, *rest):
+        ran.append(overrides)
+        ret = JobReturn(overrides=overrides, status=JobStatus.FAILED if "task=train" in overrides else
+                        JobStatus.COMPLETED)
+        ret._return_value = RuntimeError("training failed") if "task=train" in overrides else "scored"
+        return ret
+
+    calls = [(["task=train"],), (["task=eval"],)]
+    with pytest.raises(RuntimeError, match="training failed"):
+        RunGroup(launcher, calls, stop_at_failure=True)()
+    assert ran == [["task=train"]]  # the evaluation did not run on a failed training
+    with pytest.raises(RuntimeError, match="training failed"):
+        RunGroup(launcher, calls)()  # an eval job's beams: each call runs, the first failure is raised
+    assert ran == [["task=train"], ["task=train"], ["task=eval"]]
