@@ -11,8 +11,6 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch.distributed as dist
-
 from lmm.atomic import write_json_atomic
 from lmm.layout import ATTEMPTS_FILE, FAILED_FILE, LOCK_FILE
 
@@ -29,9 +27,10 @@ def _ensure_process_group() -> bool:
     """Start torch.distributed early when several ranks must agree on a lock (Trainer reuses it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    if not dist.is_initialized():
-        import torch
+    import torch  # here, not at the top: the analysis layer and the submitting process read run folders too
+    import torch.distributed as dist
 
+    if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return True
 
@@ -77,6 +76,8 @@ def run_lock(folder: Path, wait: bool):
             handle.close()
             handle = None
     if distributed:
+        import torch.distributed as dist
+
         box = [error]
         dist.broadcast_object_list(box, src=0)
         error = box[0]
@@ -86,6 +87,8 @@ def run_lock(folder: Path, wait: bool):
         yield
     finally:
         if distributed:
+            import torch.distributed as dist
+
             dist.barrier()
         if handle is not None:
             fcntl.flock(handle, fcntl.LOCK_UN)
