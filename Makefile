@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 # The main job: the CPU toy study (sweeps/toy.yaml: 3 tiny sizes × 2 tower resolutions, full fine-tuning,
 # plus text-only mixing and LoRA r8 at 48 px: 12 two-stage runs on the synthetic benchmark, evaluated on
 # 600 image and 600 text-only questions), then its Table 3/4/5-style tables with 95 % intervals, the
-# findings table (the paper's five findings: measured effect, interval, verdict), cost and plots. A second
-# `make demo` skips every finished run and prints the same tables (about a minute of CPU: 56 s measured).
+# findings table (the paper's findings, each an effect with its interval and a verdict), cost and plots.
+# Measured from a fresh clone on an idle 2-core machine: 13 min 46 s, set-up included; a second `make demo`
+# skips every finished run and prints the same tables in 33 s.
 # One torch thread per run and one run per core at once (the local submitit launcher: each job in its own
-# process, started when its stage 1 is done; hydra.launcher.max_parallel, default the core count): the
-# tiny models gain nothing from a second thread, and on a busy 2-core machine two threads contend
-# (measured: a tiny MLP's forward+backward 10× slower with 2 threads than with 1).
+# process, started when its stage 1 is done, each run's evaluation in its training's process;
+# hydra.launcher.max_parallel, default the core count): the tiny models gain nothing from a second thread,
+# and on a busy 2-core machine two threads contend (measured: a tiny MLP's forward+backward 10× slower with
+# 2 threads than with 1).
 DEMO_RUNS ?= runs
 DEMO_THREADS ?= 1
 demo: setup

@@ -13,7 +13,7 @@ checkpoint`) is a row like any run, with `checkpoint` (its hub id or folder), `c
 `checkpoint_preset` (the conf/model preset named on the command line or matching its hub id); these are
 empty for trained runs. It has no cost.
 
-Cost columns (the paper's unit): `gpu_hours_per_node` = stage 2 wall hours × GPUs / 8 (Table 4 "Time"),
+Cost columns (the paper's unit): `gpu_hours_per_node` = stage 2 device hours × GPUs / 8 (Table 4 "Time"),
 `stage1_gpu_hours_per_node` the same for the run's stage 1 (shared by the runs with the same stage-1 id),
 `total_gpu_hours_per_node` both; `usd`, `stage1_usd`, `total_usd` = GPU-hours per node ×
 `usd_per_gpu_hour_per_node` ($13.63 by default, Azure ND A100 v4).

@@ -40,6 +40,7 @@ from analysis.table_render import (
     fmt_small,
 )
 from lmm.tuning import METHOD_ORDER, tuning_method
+from lmm.units import COST_UNIT
 
 LLAVA_BENCH_COLUMNS = {"complex": "Reasoning", "reasoning": "Reasoning", "conv": "Conversation",
                        "conversation": "Conversation", "detail": "Detail", "overall": "Overall"}
@@ -364,8 +365,8 @@ def table4(frame: pd.DataFrame, *, sweep=None, method: str | None = None, beam: 
         display.loc[row] = [formatter(v) for v in values.loc[row]]
     estimates = _interval_cells(keys, data, benchmark, beam)
     display = _with_intervals(display, estimates)
-    notes = [(f"Performance: {benchmark} overall (beam {beam}). Time: stage-2 GPU-hours per node = wall hours "
-              "× GPUs / 8."), *setting_note, *_interval_note(estimates), *_averaged_note(notes)]
+    notes = [f"Performance: {benchmark} overall (beam {beam}). Time: stage 2's {COST_UNIT}.", *setting_note,
+             *_interval_note(estimates), *_averaged_note(notes)]
     table = Table("4", "Performance vs compute cost by model size and tuning method.", values, display, notes)
     return _with_reference(table, "4", reference)
 
@@ -438,7 +439,7 @@ def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     for column in columns[4:]:
         display[column] = [fmt_small(v) for v in values[column]]
     price = runs["usd_per_gpu_hour_per_node"].dropna().unique()
-    notes = [("GPU-hours per node = wall hours × GPUs / 8 (the paper's unit); $ = GPU-hours per node × "
+    notes = [(f"{COST_UNIT} (the paper's unit); $ = GPU-hours per node × "
               f"{', '.join(f'${p:g}' for p in price) or 'the cluster price'} per node-hour. A shared stage 1 "
               "is counted in full for every run that uses it (once per sweep in the sweep table).")]
     return Table("cost", "Compute cost per run.", values, display, notes)
@@ -466,7 +467,7 @@ def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     for column in values.columns[2:]:
         display[column] = [fmt_small(v) for v in values[column]]
     return Table("sweep-cost", "Compute cost per sweep (each stage-1 run counted once).", values, display,
-                 ["GPU-hours per node = wall hours × GPUs / 8; $ at the runs' cluster price."])
+                 [f"{COST_UNIT}; $ at the runs' cluster price."])
 
 
 

@@ -13,7 +13,7 @@ A stage-2 record (`kind: "stage2"`, in runs/<sweep>/<run_id>) holds:
   `tokens`, `epochs`, `wall_time_s`, `train_runtime_s`, `world_size`, `gpus`, `nodes`, `gpu_hours`,
   `gpu_hours_per_node`, `usd`, `params_trainable`, `params_total`, `peak_memory_gb`, `final_loss`;
 - `cost`: `gpu_hours_per_node` and `usd`, each `{"pretrain", "finetune", "total"}` (the paper's unit:
-  wall hours × GPUs / 8, priced at `cluster.usd_per_gpu_hour_per_node`, $13.63 by default). `total`
+  device hours × GPUs / 8, priced at `cluster.usd_per_gpu_hour_per_node`, $13.63 by default). `total`
   counts the run's stage 1 in full even when other runs share it; the analysis counts a shared stage 1
   once per sweep;
 - `finetune`: the stage's raw statistics from `train_stage` (loss curve in `finetune.losses`),
@@ -46,7 +46,7 @@ from lmm.atomic import write_json_atomic
 from lmm.launch.identity import run_id, stage1_id
 from lmm.layout import DONE_FILE, RECORD_FILE
 from lmm.tuning import tuning_method
-from lmm.units import gpu_hours_per_node, usd
+from lmm.units import COST_UNIT, gpu_hours_per_node, usd
 
 # 2: hparams, resources, per-stage summaries with cost, eval placeholder.
 SCHEMA_VERSION = 2
@@ -168,7 +168,7 @@ def _cost(cfg, stages: dict) -> dict:
         "gpu_hours_per_node": per_stage("gpu_hours_per_node"),
         "usd": per_stage("usd"),
         "usd_per_gpu_hour_per_node": float(cfg.cluster.usd_per_gpu_hour_per_node),
-        "unit": "GPU-hours per node = wall hours × GPUs / 8 (the paper's unit, one A100 node = 8 GPUs)",
+        "unit": f"{COST_UNIT}; the paper's unit, one A100 node = 8 GPUs",
     }
 
 

@@ -1,12 +1,14 @@
-"""The paper's cost unit: GPU-hours per node = wall hours × GPUs / 8 (imports nothing of ours).
+"""The paper's cost unit: GPU-hours per node = device hours × GPUs / 8 (imports nothing of ours).
 
 The paper (Table 4 "Time") counts Azure ND A100 v4 nodes of 8 GPUs, priced per node-hour ($13.63 there), and
-so do the planner, the run records and the analysis, whatever the cluster's own GPUs per node.
+so do the planner, the run records and the analysis, whatever the cluster's own GPUs per node. A device hour
+is a GPU's wall hour; a CPU run's device hours are its CPU time (lmm.training.attempts).
 """
 
 from __future__ import annotations
 
 PAPER_GPUS_PER_NODE = 8
+COST_UNIT = "GPU-hours per node = device hours × GPUs / 8 (device hours: wall time on GPUs, CPU time on CPU)"
 
 
 def gpu_hours_per_node(wall_hours: float, world: int) -> float:

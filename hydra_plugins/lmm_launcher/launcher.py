@@ -133,6 +133,13 @@ class _LmmSubmititMixin:
         """The jobs to submit for the planned ones (SLURM: each its own job)."""
         return specs
 
+    def _waited_for(self, spec: JobSpec) -> str:
+        """The submit line's dependency: SLURM's afterok held by the scheduler; locally, jobs that have ended."""
+        if self._EXECUTOR == "slurm":
+            return f", {spec.dependency()}" if spec.dependency() else ""
+        ended = [str(d.handle.job_id) for d in spec.after if d.handle is not None]
+        return f", after job {', '.join(ended)} ended" if ended else ""
+
     def _submit_all(self, specs: list) -> None:
         """In plan order: SLURM holds each job until its dependencies end (afterok)."""
         for spec in specs:
@@ -368,7 +375,7 @@ class _LmmSubmititMixin:
             "overrides": [list(o) for _, o in spec.calls], "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
         log.info("\t[%s] %s: job %s (%d node(s) × %d task(s))%s%s", spec.kind, spec.run_id, spec.handle.job_id,
-                 r.nodes, r.tasks_per_node, f", {spec.dependency()}" if spec.dependency() else "",
+                 r.nodes, r.tasks_per_node, self._waited_for(spec),
                  ", then its evaluation in the same process" if spec.folded else "")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
