@@ -46,7 +46,7 @@ demo: setup
 # `--dist loadgroup` keeps the `xdist_group("slurm")` tests on one worker, one at a time on the shared cluster
 # (pytest is pinned below 9 for it: pyproject.toml).
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
 test: setup
 	scripts/slurm/with_cluster.sh $(PYTEST)
 

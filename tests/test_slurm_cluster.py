@@ -43,6 +43,16 @@ def _state(job: submitit.Job) -> str:
     return job.watcher.get_state(job.job_id, mode="force")
 
 
+def _final_state(job: submitit.Job, deadline_s: float = DEADLINE_S) -> str:
+    """The job's state once SLURM's accounting has it ended: a job's result file can come back while sacct still
+    reports PENDING (seen on a cluster just started), so a state read at once is a race."""
+    t0 = time.monotonic()
+    while (state := _state(job)) in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "UNKNOWN") \
+            and time.monotonic() - t0 < deadline_s:
+        time.sleep(0.5)
+    return state
+
+
 def _wait_done(job: submitit.Job, deadline_s: float = DEADLINE_S) -> float:
     """Polls sacct until the job is finished; returns the seconds waited. Never hangs."""
     t0 = time.monotonic()
@@ -138,7 +148,7 @@ def test_function_runs_on_the_cluster_and_returns(tmp_path):
     assert out["square"] == 49
     assert out["job_id"] == job.job_id
     assert out["partition"] == PRESET.partition
-    assert _state(job) == "COMPLETED"
+    assert _final_state(job) == "COMPLETED"
 
 
 def test_two_tasks_all_reduce_with_gloo(tmp_path):
@@ -160,7 +170,7 @@ def test_cancelled_job_is_reported_failed(tmp_path):
     _wait_for(marker.exists, "the function starting", job)
     job.cancel()
     waited = _wait_done(job, deadline_s=30)
-    assert _state(job).startswith("CANCELLED")
+    assert _final_state(job).startswith("CANCELLED")
     with pytest.raises(submitit.core.utils.UncompletedJobError, match="CANCELLED"):
         job.result()
     assert waited < 30
@@ -171,7 +181,7 @@ def test_killed_process_is_reported_failed(tmp_path):
     job = _executor(tmp_path).submit(kill_myself)
     job._results_timeout_s = 2
     _wait_done(job, deadline_s=30)
-    assert _state(job) == "FAILED"
+    assert _final_state(job) == "FAILED"
     with pytest.raises(submitit.core.utils.UncompletedJobError, match="FAILED"):
         job.result()
 
