@@ -296,6 +296,7 @@ def method_cost_finding(runs: pd.DataFrame) -> Finding:
 
 
 def _stage2_cost(runs: pd.DataFrame) -> pd.Series:
+    """Mean stage-2 GPU-hours per node by (size, method)."""
     return runs.groupby(["size", "method"], sort=False)["gpu_hours_per_node"].mean()
 
 

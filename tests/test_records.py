@@ -143,4 +143,6 @@ def test_device_time_is_wall_time_on_accelerators_and_cpu_time_on_cpu():
     assert device_seconds(cpu) == 60.0  # a core shared with other processes: its busy time
     # Attempts written before devices were recorded count wall time, as they did.
     assert device_seconds({"wall_time_s": 100.0, "world_size": 2}) == 200.0
+    assert device_seconds({"device": None, "wall_time_s": 100.0, "cpu_time_s": 30.0, "world_size": 1}) == 100.0
     assert device_seconds({"device": "cpu", "wall_time_s": 5.0, "cpu_time_s": 0.0, "world_size": 1}) == 0.0
+    assert device_seconds({"wall_time_s": None}) == 0.0

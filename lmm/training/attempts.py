@@ -26,14 +26,14 @@ from lmm.layout import ATTEMPTS_FILE
 def device_seconds(entry: dict) -> float:
     """One attempt's device time: wall × ranks, or on CPU the rank's CPU time × ranks (see the docstring)."""
     busy = entry.get("cpu_time_s") if entry.get("device") == "cpu" else None
-    return float(entry.get("wall_time_s") if busy is None else busy or 0) * int(entry.get("world_size") or 1)
+    return float((entry.get("wall_time_s") if busy is None else busy) or 0) * int(entry.get("world_size") or 1)
 
 
 class AttemptLog(TrainerCallback):
     """This attempt's entry in the stage's attempts file, kept current during training."""
 
     def __init__(self, folder: Path, stage: str, world_size: int, write: bool, started: float | None = None,
-                 cpu_started: float | None = None, device: str = "cpu"):
+                 cpu_started: float | None = None, device: str | None = None):
         self.path = Path(folder) / ATTEMPTS_FILE
         self.write = write
         self.started = started or time.time()
