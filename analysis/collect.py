@@ -16,7 +16,9 @@ empty for trained runs. It has no cost.
 Cost columns (the paper's unit): `gpu_hours_per_node` = stage 2 device hours × GPUs / 8 (Table 4 "Time"),
 `stage1_gpu_hours_per_node` the same for the run's stage 1 (shared by the runs with the same stage-1 id),
 `total_gpu_hours_per_node` both; `usd`, `stage1_usd`, `total_usd` = GPU-hours per node ×
-`usd_per_gpu_hour_per_node` ($13.63 by default, Azure ND A100 v4).
+`usd_per_gpu_hour_per_node` ($13.63 by default, Azure ND A100 v4). A run whose LLM stage 0 made (65B without
+Vicuna weights) has `stage0_run_id`, `stage0_gpu_hours_per_node` and `stage0_usd` from that stage-0 run's own
+record (shared by every run on that LLM; not in the totals, which are the run's own stages, as in its record).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ RUN_COLUMNS = [
     "run_id", "sweep", "source", "folder", "model", "size", "size_b", "llm", "vision", "image_size",
     "projector", "tuning", "method", "rank", "alpha", "lr", "variant", "tuning_label", "data", "mixing",
     "mixing_ratio", "seed", "requested", "gpu_type", "gpus", "nodes", "steps", "tokens", "wall_time_s",
+    "stage0_run_id", "stage0_gpu_hours_per_node", "stage0_usd",
     "stage1_run_id", "stage1_gpu_hours_per_node", "gpu_hours_per_node", "total_gpu_hours_per_node",
     "stage1_usd", "usd", "total_usd", "usd_per_gpu_hour_per_node", "params_trainable", "params_total",
     "peak_memory_gb", "final_loss", "checkpoint", "checkpoint_kind", "checkpoint_name", "checkpoint_preset",
@@ -127,9 +130,22 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
             continue
         if not isinstance(record, dict) or record.get("kind", "stage2") != "stage2":
             continue
+        record = {**record, "_stage0": _stage0_summary(record)}
         for sweep in views.get(folder) or [record.get("sweep")]:
             records.append({**record, "sweep": sweep, "_folder": str(folder)})
     return records
+
+
+def _stage0_summary(record: dict) -> dict:
+    """The cost summary of the stage-0 run that made this run's LLM, read from its own record; {} without one."""
+    folder = _get(record, "stage0", "folder")
+    if not folder:
+        return {}
+    try:
+        stage0 = json.loads((Path(folder) / RECORD_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"run_id": _get(record, "stage0", "run_id")}  # not finished, or unreadable: its cost is unknown
+    return {"run_id": _get(record, "stage0", "run_id"), **(_get(stage0, "stages", "stage0", default={}) or {})}
 
 
 def _get(mapping, *keys, default=None):
@@ -227,6 +243,9 @@ def run_row(record: dict, source: str = "runs") -> dict:
         "steps": finetune.get("steps"),
         "tokens": finetune.get("tokens"),
         "wall_time_s": finetune.get("wall_time_s"),
+        "stage0_run_id": (record.get("_stage0") or {}).get("run_id"),
+        "stage0_gpu_hours_per_node": _num((record.get("_stage0") or {}).get("gpu_hours_per_node")),
+        "stage0_usd": _num((record.get("_stage0") or {}).get("usd")),
         "stage1_run_id": _get(record, "stage1", "run_id"),
         "stage1_gpu_hours_per_node": _num(s1_gph),
         "gpu_hours_per_node": _num(s2_gph),
@@ -272,9 +291,9 @@ def frame_from_records(records: Iterable[dict], source: str = "runs") -> pd.Data
         rows += [{**run, **s} for s in scores] if scores else [{**run}]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["beam"] = frame["beam"].astype("Int64")
-    for column in ("score", "std", "size_b", "gpu_hours_per_node", "stage1_gpu_hours_per_node",
-                   "total_gpu_hours_per_node", "usd", "stage1_usd", "total_usd", "params_trainable",
-                   "params_total"):
+    for column in ("score", "std", "size_b", "gpu_hours_per_node", "stage0_gpu_hours_per_node",
+                   "stage1_gpu_hours_per_node", "total_gpu_hours_per_node", "usd", "stage0_usd", "stage1_usd",
+                   "total_usd", "params_trainable", "params_total"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 

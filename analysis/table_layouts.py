@@ -421,19 +421,23 @@ def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     """GPU-hours per node and $ per run: stage 1, stage 2 and total (stage 1 counted in full)."""
     runs = trained_here(runs_view(select(frame, sweep))).sort_values(["sweep", "size_b", "model", "method", "rank"],
                                                        kind="stable")
+    stage0 = _has_stage0(runs)  # its columns only where a run's LLM came from stage 0
     rows = []
     for _, run in runs.iterrows():
         rows.append({
             "Sweep": run["sweep"], "Model": size_column(run),
             "Tuning": f"{run['tuning_label']} ({run['variant']})" if run["variant"] else run["tuning_label"],
             "GPUs": DASH if _missing(run["gpus"]) else f"{int(run['gpus'])} × {run['gpu_type']}",
+            "Stage 0 (GPU-h/node)": run["stage0_gpu_hours_per_node"],
             "Stage 1 (GPU-h/node)": run["stage1_gpu_hours_per_node"],
             "Stage 2 (GPU-h/node)": run["gpu_hours_per_node"],
             "Total (GPU-h/node)": run["total_gpu_hours_per_node"],
+            "Stage 0 ($)": run["stage0_usd"],
             "Stage 1 ($)": run["stage1_usd"], "Stage 2 ($)": run["usd"], "Total ($)": run["total_usd"],
         })
-    columns = ["Sweep", "Model", "Tuning", "GPUs", "Stage 1 (GPU-h/node)", "Stage 2 (GPU-h/node)",
-               "Total (GPU-h/node)", "Stage 1 ($)", "Stage 2 ($)", "Total ($)"]
+    columns = ["Sweep", "Model", "Tuning", "GPUs", *(["Stage 0 (GPU-h/node)"] if stage0 else []),
+               "Stage 1 (GPU-h/node)", "Stage 2 (GPU-h/node)", "Total (GPU-h/node)",
+               *(["Stage 0 ($)"] if stage0 else []), "Stage 1 ($)", "Stage 2 ($)", "Total ($)"]
     values = pd.DataFrame(rows, columns=columns, index=pd.Index(runs["run_id"].tolist(), name="Run"))
     display = values.copy().astype(object)
     for column in columns[4:]:
@@ -442,21 +446,39 @@ def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     notes = [(f"{COST_UNIT} (the paper's unit); $ = GPU-hours per node × "
               f"{', '.join(f'${p:g}' for p in price) or 'the cluster price'} per node-hour. A shared stage 1 "
               "is counted in full for every run that uses it (once per sweep in the sweep table).")]
+    if stage0:
+        notes.append("Stage 0 (the LLM instruction-tuned from its base, shared by every run on it) is shown beside "
+                     "and left out of each run's total; the sweep table counts it once.")
     return Table("cost", "Compute cost per run.", values, display, notes)
+
+
+def _has_stage0(runs: pd.DataFrame) -> bool:
+    return "stage0_run_id" in runs and runs["stage0_run_id"].notna().any()
 
 
 def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     """GPU-hours per node and $ per sweep, each shared stage-1 run counted once per sweep, and overall."""
     runs = trained_here(runs_view(select(frame, sweep)))
 
+    stage0 = _has_stage0(runs)
+
     def summarise(group: pd.DataFrame) -> dict:
         stage1 = group.drop_duplicates("stage1_run_id")
         s1_h, s2_h = stage1["stage1_gpu_hours_per_node"].sum(min_count=1), group["gpu_hours_per_node"].sum(min_count=1)
         s1_d, s2_d = stage1["stage1_usd"].sum(min_count=1), group["usd"].sum(min_count=1)
-        return {"Runs": len(group), "Stage-1 runs": stage1["stage1_run_id"].nunique(),
-                "Stage 1 (GPU-h/node)": s1_h, "Stage 2 (GPU-h/node)": s2_h,
-                "Total (GPU-h/node)": pd.Series([s1_h, s2_h]).sum(min_count=1),
-                "Stage 1 ($)": s1_d, "Stage 2 ($)": s2_d, "Total ($)": pd.Series([s1_d, s2_d]).sum(min_count=1)}
+        if not stage0:
+            return {"Runs": len(group), "Stage-1 runs": stage1["stage1_run_id"].nunique(),
+                    "Stage 1 (GPU-h/node)": s1_h, "Stage 2 (GPU-h/node)": s2_h,
+                    "Total (GPU-h/node)": pd.Series([s1_h, s2_h]).sum(min_count=1),
+                    "Stage 1 ($)": s1_d, "Stage 2 ($)": s2_d, "Total ($)": pd.Series([s1_d, s2_d]).sum(min_count=1)}
+        made = group.dropna(subset=["stage0_run_id"]).drop_duplicates("stage0_run_id")
+        s0_h, s0_d = made["stage0_gpu_hours_per_node"].sum(min_count=1), made["stage0_usd"].sum(min_count=1)
+        return {"Runs": len(group), "Stage-0 runs": made["stage0_run_id"].nunique(),
+                "Stage-1 runs": stage1["stage1_run_id"].nunique(),
+                "Stage 0 (GPU-h/node)": s0_h, "Stage 1 (GPU-h/node)": s1_h, "Stage 2 (GPU-h/node)": s2_h,
+                "Total (GPU-h/node)": pd.Series([s0_h, s1_h, s2_h]).sum(min_count=1),
+                "Stage 0 ($)": s0_d, "Stage 1 ($)": s1_d, "Stage 2 ($)": s2_d,
+                "Total ($)": pd.Series([s0_d, s1_d, s2_d]).sum(min_count=1)}
 
     rows = {name: summarise(group) for name, group in runs.groupby("sweep", sort=True)}
     if len(rows) > 1:
@@ -464,10 +486,12 @@ def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     values = pd.DataFrame.from_dict(rows, orient="index")
     values.index.name = "Sweep"
     display = values.copy().astype(object)
-    for column in values.columns[2:]:
+    counts = 3 if stage0 else 2  # Runs, (Stage-0 runs,) Stage-1 runs
+    for column in values.columns[counts:]:
         display[column] = [fmt_small(v) for v in values[column]]
-    return Table("sweep-cost", "Compute cost per sweep (each stage-1 run counted once).", values, display,
-                 [f"{COST_UNIT}; $ at the runs' cluster price."])
+    title = "Compute cost per sweep (each stage-0 and stage-1 run counted once)." if stage0 else \
+        "Compute cost per sweep (each stage-1 run counted once)."
+    return Table("sweep-cost", title, values, display, [f"{COST_UNIT}; $ at the runs' cluster price."])
 
 
 

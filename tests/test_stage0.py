@@ -162,6 +162,11 @@ def test_stage0_then_stage1_and_stage2_end_to_end_and_a_second_run_trains_nothin
     assert torch.equal(embed, tuned[key].to(embed.dtype))
     assert record1["stage0"]["run_id"] == record2["stage0"]["run_id"] == s0.name
     assert record2["kind"] == "stage2" and record2["finetune"]["steps"] == 12
+    # The analysis reads stage 0's cost through the run's pointer to it.
+    from analysis.collect import collect, runs_view
+
+    [row] = runs_view(collect(tmp_path / "runs")).to_dict("records")
+    assert row["stage0_run_id"] == s0.name and row["stage0_gpu_hours_per_node"] == summary["gpu_hours_per_node"]
 
     # The same command again trains nothing: every record and weight file is as it was, one attempt each.
     before = {f: (f / "results.json").read_text() for f in (s0, s1, folder)}
@@ -262,3 +267,37 @@ def test_the_local_executor_runs_stage0_stage1_and_training_as_dependent_jobs_on
     assert again.returncode == 0 and "0 job(s) submitted (0 stage0, 0 stage1, 0 train, 0 eval)" in again.stdout + \
         again.stderr
     assert len(read_jobs(stage0_dir(cfg))) == 1
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def test_the_cost_tables_show_stage_0_and_count_a_shared_one_once_per_sweep(tmp_path):
+    import pandas as pd
+
+    from analysis.collect import collect
+    from analysis.tables import make_tables
+    from tests.test_analysis_intervals import write_run
+
+    runs = tmp_path / "runs"
+    stage0 = runs / "stage0" / "s0-65b-synthetic_sharegpt-0"
+    stage0.mkdir(parents=True)
+    (stage0 / "results.json").write_text(json.dumps({  # the planner's 65B stage 0: 78.8 GPU-h per node, $1,074
+        "run_id": stage0.name, "kind": "stage0", "stages": {"stage0": {"gpu_hours_per_node": 78.8, "usd": 1074.0}}}))
+    write_run(runs, "full65", model="65b", size_b=65, image=336, hours=13.5)
+    write_run(runs, "lora65", model="65b", size_b=65, image=336, method="lora", hours=9.17)
+    write_run(runs, "full33", model="33b", size_b=33, image=336, hours=5.8)
+    only_33b = make_tables(collect(runs), "cost")  # before any run points at the stage 0
+    assert "Stage 0 (GPU-h/node)" not in only_33b[0].values and "Stage-0 runs" not in only_33b[1].values
+    for name in ("full65", "lora65"):  # both 65B runs start from the one stage-0 LLM
+        path = runs / "toy" / name / "results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "stage0": {"run_id": stage0.name, "folder": str(stage0)}}))
+
+    per_run, per_sweep = make_tables(collect(runs), "cost")
+    assert per_run.values.loc["full65", "Stage 0 (GPU-h/node)"] == 78.8
+    assert per_run.values.loc["lora65", "Stage 0 ($)"] == 1074.0
+    assert pd.isna(per_run.values.loc["full33", "Stage 0 (GPU-h/node)"])  # its LLM has a checkpoint
+    assert per_run.values.loc["full65", "Total (GPU-h/node)"] == 13.5  # the run's own stages; stage 0 beside
+    sweep = per_sweep.values.loc["toy"]
+    assert sweep["Stage-0 runs"] == 1 and sweep["Stage 0 (GPU-h/node)"] == 78.8  # once, not once per run
+    assert sweep["Total (GPU-h/node)"] == pytest.approx(78.8 + 13.5 + 9.17 + 5.8)
+    assert sweep["Total ($)"] == pytest.approx(1074.0)  # the hand-made stage-2 records carry no $
