@@ -1,5 +1,7 @@
 """Grids through the real launchers: submitit's local executor always, the local SLURM cluster when it is up.
 
+Local executor: the same grid with evaluation, each run's evaluation in its training's process.
+
 SLURM: a 2 × 2 tiny grid runs as 2 stage-1 jobs and 4 training jobs that wait for them (afterok),
 completes with four run records, and re-submitting it runs nothing (jobs of 2 tasks and of 2 nodes:
 tests/test_multinode.py); a job interrupted by a time-out signal saves at the next step, is requeued, redoes no step
