@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmm.launch.jobs import latest_job, queue_states
+from lmm.launch.jobs import latest_job, queue_states, slurm_job_ids
 from lmm.launch.rundir import is_locked, read_attempts
 from lmm.launch.store import migrate
 from lmm.layout import (
@@ -56,7 +56,7 @@ def run_states(sweep_dir: Path) -> list[RunState]:
     """Every run of a sweep view (runs/<sweep>) with its state, its job, log and requeue count."""
     folders = _run_folders(sweep_dir)
     jobs = {f: latest_job(f, "train") or latest_job(f) for f in folders}
-    queue = queue_states([j["job_id"] for j in jobs.values() if j])
+    queue = queue_states(slurm_job_ids(jobs.values()))
     states = []
     for folder in folders:
         job = jobs[folder] or {}

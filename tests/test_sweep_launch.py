@@ -307,3 +307,24 @@ def test_a_folded_job_stops_at_its_failed_training():
     with pytest.raises(RuntimeError, match="training failed"):
         RunGroup(launcher, calls)()  # an eval job's beams: each call runs, the first failure is raised
     assert ran == [["task=train"], ["task=train"], ["task=eval"]]
+
+
+def test_a_local_jobs_process_id_is_never_asked_of_slurm(tmp_path, monkeypatch):
+    """A local executor's job id is a process id: SLURM does not know it (or knows another job by it), and asking
+    a cluster whose controller is down costs ~10 s of retries. Only SLURM's jobs are looked up."""
+    from lmm.launch import jobs
+    from lmm.launch.jobs import record_job, slurm_job_ids
+
+    asked = []
+    monkeypatch.setattr(jobs, "_run", lambda cmd: asked.append(cmd) or "")
+    monkeypatch.setattr(jobs.shutil, "which", lambda name: f"/usr/bin/{name}")
+    local, slurm, older = tmp_path / "sweep" / "local", tmp_path / "sweep" / "slurm", tmp_path / "sweep" / "older"
+    record_job(local, {"kind": "train", "job_id": "4242", "executor": "local"})
+    record_job(slurm, {"kind": "train", "job_id": "17", "executor": "slurm"})
+    record_job(older, {"kind": "train", "job_id": "18"})  # written before jobs named their executor
+    assert slurm_job_ids([read_jobs(f)[-1] for f in (local, slurm, older)] + [None]) == ["17", "18"]
+
+    states = {s.run_id: s.state for s in run_states(tmp_path / "sweep")}
+    assert states == {"local": "submitted", "slurm": "submitted", "older": "submitted"}
+    assert asked and all("4242" not in " ".join(cmd) for cmd in asked)
+    assert any("17,18" in " ".join(cmd) for cmd in asked)

@@ -188,7 +188,7 @@ class _LmmSubmititMixin:
     def _plan(self, points: list, check_memory: bool) -> tuple:
         """The jobs of the grid, in submission order, and a line per run that needs no new job."""
         from lmm.launch.identity import stage0_active, stage0_dir, stage0_id, stage1_dir, stage1_id
-        from lmm.launch.jobs import latest_job, queue_states
+        from lmm.launch.jobs import latest_job, queue_states, slurm_job_ids
         from lmm.launch.resources import job_resources
         from lmm.launch.rundir import is_locked
         from lmm.plan.preflight import PredictedOOM, check_fits, preflight
@@ -198,7 +198,7 @@ class _LmmSubmititMixin:
         folders = {p.folder for p in points} | {stage1_dir(p.cfg) for p in points} | {
             stage0_dir(p.cfg) for p in points if stage0_active(p.cfg)}
         latest = {(f, kind): latest_job(f, kind) for f in folders for kind in JOB_KINDS}
-        states = queue_states([j["job_id"] for j in latest.values() if j])
+        states = queue_states(slurm_job_ids(latest.values()))
 
         def queued(folder: Path, kind: str) -> Optional[tuple]:
             """(job id, "STATE: reason") of the folder's `kind` job that is still queued or running."""

@@ -69,6 +69,13 @@ def _run(cmd: list[str]) -> str:
     return out.stdout if out.returncode == 0 else ""
 
 
+def slurm_job_ids(jobs) -> list[str]:
+    """Ids of the jobs (jobs.jsonl entries, None for none) that went to SLURM: a local executor's job id is a
+    process id, which SLURM does not know or, worse, knows as another job (and a SLURM query without a
+    controller retries for about 10 s). Entries from before `executor` was recorded count as SLURM's."""
+    return [str(j["job_id"]) for j in jobs if j and j.get("executor", "slurm") == "slurm"]
+
+
 def queue_states(job_ids: list[str]) -> dict[str, QueueState]:
     """SLURM's state of each job id (numeric ids only; the local executor's are not SLURM's).
 
