@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # 600 image and 600 text-only questions), then its Table 3/4/5-style tables with 95 % intervals, the
 # findings table (the paper's findings, each an effect with its interval and a verdict), cost and plots.
 # Measured from a fresh clone on an idle 2-core machine: 13 min 46 s, set-up included; a second `make demo`
-# skips every finished run and prints the same tables in 33 s.
+# skips every finished run and prints the same tables in 23 s.
 # One torch thread per run and one run per core at once (the local submitit launcher: each job in its own
 # process, started when its stage 1 is done, each run's evaluation in its training's process;
 # hydra.launcher.max_parallel, default the core count): the tiny models gain nothing from a second thread,
