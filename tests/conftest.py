@@ -20,6 +20,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the group marks
+def pytest_collection_modifyitems(config, items):
+    """Every `slurm` test in one xdist group: under `make test`'s workers they run on one worker, one at a time, on
+    the one local cluster (the group follows from the `slurm` mark here, not from a second mark on each test)."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def pytest_configure(config):
     """Refuse `--dist loadgroup` where it would not group: the SLURM tests share one cluster and must not overlap."""
     if config.getoption("dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:

@@ -22,7 +22,7 @@ from lmm.launch.jobs import read_jobs
 from lmm.launch.rundir import read_attempts
 from lmm.records import read_record
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["debug=fast", "cluster=localhost_slurm", "tuning.rank=8"]
 # name: (method, ZeRO stage, nodes, GPUs per node)

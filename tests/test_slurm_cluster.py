@@ -19,7 +19,7 @@ import pytest
 import submitit
 from omegaconf import OmegaConf
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = OmegaConf.load(REPO / "conf" / "cluster" / "localhost_slurm.yaml")

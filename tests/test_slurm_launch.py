@@ -67,7 +67,6 @@ def _squeue_ids() -> set[str]:
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.usefixtures("slurm_cluster")
 def test_each_job_carries_its_own_preset_and_a_queued_run_is_never_submitted_twice(tmp_path):
     conf = _conf_dir(tmp_path)
@@ -109,7 +108,6 @@ def test_each_job_carries_its_own_preset_and_a_queued_run_is_never_submitted_twi
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.usefixtures("slurm_cluster")
 def test_a_run_that_raises_fails_its_job_with_the_traceback_in_the_log_its_note_names(tmp_path):
     # A LoRA target that matches no module: PEFT raises when stage 2 builds its model.
@@ -203,7 +201,6 @@ def test_paper_sweep_trains_each_configuration_once(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.usefixtures("slurm_cluster")
 def test_evaluation_is_a_job_after_training_and_new_benchmarks_are_added_to_the_trained_run(tmp_path):
     base = ["-m", "hydra/launcher=slurm", "cluster=localhost_slurm", "debug=fast", "eval=synthetic"]

@@ -93,7 +93,6 @@ def test_grid_through_submitit_local_executor(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.usefixtures("slurm_cluster")
 def test_grid_on_slurm_then_resubmit_runs_nothing(tmp_path):
     _check_grid(tmp_path, ["hydra/launcher=slurm", "cluster=localhost_slurm"], ["cluster=localhost_slurm"])
@@ -121,7 +120,6 @@ REQUEUE = ["model=tiny_s", "tuning=full", "trainer.max_steps=60", "trainer.save_
 
 
 @pytest.mark.slurm
-@pytest.mark.xdist_group("slurm")
 @pytest.mark.usefixtures("slurm_cluster")
 @pytest.mark.parametrize("shape", [["tuning.nodes=2", "deepspeed=zero2"]], ids=["2 nodes ZeRO-2"])
 def test_timed_out_job_saves_at_the_next_step_is_requeued_and_resumes_with_the_same_losses(tmp_path, shape):
