@@ -19,6 +19,8 @@ import pytest
 import submitit
 from omegaconf import OmegaConf
 
+from lmm.launch.jobs import ACTIVE_STATES
+
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,10 +49,11 @@ def _final_state(job: submitit.Job, deadline_s: float = DEADLINE_S) -> str:
     """The job's state once SLURM's accounting has it ended: a job's result file can come back while sacct still
     reports PENDING (seen on a cluster just started), so a state read at once is a race."""
     t0 = time.monotonic()
-    while (state := _state(job)) in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "UNKNOWN") \
-            and time.monotonic() - t0 < deadline_s:
+    while True:
+        state = (_state(job).split() or ["UNKNOWN"])[0]  # "CANCELLED by 0" → CANCELLED
+        if state not in ACTIVE_STATES | {"UNKNOWN"} or time.monotonic() - t0 >= deadline_s:
+            return state
         time.sleep(0.5)
-    return state
 
 
 def _wait_done(job: submitit.Job, deadline_s: float = DEADLINE_S) -> float:
