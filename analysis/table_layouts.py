@@ -453,26 +453,21 @@ def cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
 
 
 def _has_stage0(runs: pd.DataFrame) -> bool:
-    return "stage0_run_id" in runs and runs["stage0_run_id"].notna().any()
+    """Whether some run's LLM came from stage 0 (the cost tables show its columns only then)."""
+    return bool(runs["stage0_run_id"].notna().any())
 
 
 def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     """GPU-hours per node and $ per sweep, each shared stage-1 run counted once per sweep, and overall."""
     runs = trained_here(runs_view(select(frame, sweep)))
-
     stage0 = _has_stage0(runs)
 
     def summarise(group: pd.DataFrame) -> dict:
+        made = group.dropna(subset=["stage0_run_id"]).drop_duplicates("stage0_run_id")
         stage1 = group.drop_duplicates("stage1_run_id")
+        s0_h, s0_d = made["stage0_gpu_hours_per_node"].sum(min_count=1), made["stage0_usd"].sum(min_count=1)
         s1_h, s2_h = stage1["stage1_gpu_hours_per_node"].sum(min_count=1), group["gpu_hours_per_node"].sum(min_count=1)
         s1_d, s2_d = stage1["stage1_usd"].sum(min_count=1), group["usd"].sum(min_count=1)
-        if not stage0:
-            return {"Runs": len(group), "Stage-1 runs": stage1["stage1_run_id"].nunique(),
-                    "Stage 1 (GPU-h/node)": s1_h, "Stage 2 (GPU-h/node)": s2_h,
-                    "Total (GPU-h/node)": pd.Series([s1_h, s2_h]).sum(min_count=1),
-                    "Stage 1 ($)": s1_d, "Stage 2 ($)": s2_d, "Total ($)": pd.Series([s1_d, s2_d]).sum(min_count=1)}
-        made = group.dropna(subset=["stage0_run_id"]).drop_duplicates("stage0_run_id")
-        s0_h, s0_d = made["stage0_gpu_hours_per_node"].sum(min_count=1), made["stage0_usd"].sum(min_count=1)
         return {"Runs": len(group), "Stage-0 runs": made["stage0_run_id"].nunique(),
                 "Stage-1 runs": stage1["stage1_run_id"].nunique(),
                 "Stage 0 (GPU-h/node)": s0_h, "Stage 1 (GPU-h/node)": s1_h, "Stage 2 (GPU-h/node)": s2_h,
@@ -484,10 +479,11 @@ def sweep_cost_table(frame: pd.DataFrame, *, sweep=None) -> Table:
     if len(rows) > 1:
         rows["all sweeps"] = summarise(runs)
     values = pd.DataFrame.from_dict(rows, orient="index")
+    if not stage0:  # no run's LLM came from stage 0: the table as before stage 0 existed
+        values = values.drop(columns=["Stage-0 runs", "Stage 0 (GPU-h/node)", "Stage 0 ($)"])
     values.index.name = "Sweep"
     display = values.copy().astype(object)
-    counts = 3 if stage0 else 2  # Runs, (Stage-0 runs,) Stage-1 runs
-    for column in values.columns[counts:]:
+    for column in values.columns[values.columns.get_loc("Stage-1 runs") + 1:]:
         display[column] = [fmt_small(v) for v in values[column]]
     title = "Compute cost per sweep (each stage-0 and stage-1 run counted once)." if stage0 else \
         "Compute cost per sweep (each stage-1 run counted once)."
