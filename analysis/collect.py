@@ -112,7 +112,7 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
     for link in (p for p in root.iterdir() if p.is_symlink() and p.is_dir()) if root.is_dir() else ():
         views.setdefault(link.resolve(), []).append(root.name)  # `runs_dir` is itself one sweep's view
     folders = {p.parent.resolve() for p in root.rglob(RECORD_FILE)} | set(views)
-    records = []
+    records, stage0_records = [], {}
     base = root.resolve()
     for folder in sorted(folders):
         inside = folder.relative_to(base).parts if folder.is_relative_to(base) else ()
@@ -130,22 +130,24 @@ def find_records(runs_dir: str | Path, *, include_unfinished: bool = False) -> l
             continue
         if not isinstance(record, dict) or record.get("kind", "stage2") != "stage2":
             continue
-        record = {**record, "_stage0": _stage0_summary(record)}
+        record = {**record, "_stage0": _stage0_summary(record, stage0_records)}
         for sweep in views.get(folder) or [record.get("sweep")]:
             records.append({**record, "sweep": sweep, "_folder": str(folder)})
     return records
 
 
-def _stage0_summary(record: dict) -> dict:
-    """The cost summary of the stage-0 run that made this run's LLM, read from its own record; {} without one."""
+def _stage0_summary(record: dict, read: dict) -> dict:
+    """The cost summary of the stage-0 run that made this run's LLM, read from its own record (once per folder:
+    `read` keeps what was read, every run on that LLM points at it); {} without one."""
     folder = _get(record, "stage0", "folder")
     if not folder:
         return {}
-    try:
-        stage0 = json.loads((Path(folder) / RECORD_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"run_id": _get(record, "stage0", "run_id")}  # not finished, or unreadable: its cost is unknown
-    return {"run_id": _get(record, "stage0", "run_id"), **(_get(stage0, "stages", "stage0", default={}) or {})}
+    if folder not in read:
+        try:
+            read[folder] = _get(json.loads((Path(folder) / RECORD_FILE).read_text()), "stages", "stage0") or {}
+        except (OSError, json.JSONDecodeError):
+            read[folder] = {}  # not finished, or unreadable: its cost is unknown
+    return {"run_id": _get(record, "stage0", "run_id"), **read[folder]}
 
 
 def _get(mapping, *keys, default=None):
