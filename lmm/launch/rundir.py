@@ -23,16 +23,17 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _ensure_process_group() -> bool:
-    """Start torch.distributed early when several ranks must agree on a lock (Trainer reuses it)."""
+def _process_group():
+    """torch.distributed with its process group started when several ranks must agree on a lock (the Trainer
+    reuses it); None for one process, which then never loads torch here (the analysis reads run folders too)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    import torch  # here, not at the top: the analysis layer and the submitting process read run folders too
+        return None
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return True
+    return dist
 
 
 def _holder() -> dict:
@@ -62,7 +63,7 @@ def run_lock(folder: Path, wait: bool):
     it is free (stage 1, which concurrent stage-2 runs share: the second one then finds it done).
     """
     folder = Path(folder)
-    distributed = _ensure_process_group()
+    dist = _process_group()
     handle, error = None, None
     if _rank() == 0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,9 +76,7 @@ def run_lock(folder: Path, wait: bool):
             error = f"run {folder.name} is already running ({handle.read().strip() or 'holder unknown'})"
             handle.close()
             handle = None
-    if distributed:
-        import torch.distributed as dist
-
+    if dist is not None:
         box = [error]
         dist.broadcast_object_list(box, src=0)
         error = box[0]
@@ -86,9 +85,7 @@ def run_lock(folder: Path, wait: bool):
     try:
         yield
     finally:
-        if distributed:
-            import torch.distributed as dist
-
+        if dist is not None:
             dist.barrier()
         if handle is not None:
             fcntl.flock(handle, fcntl.LOCK_UN)
