@@ -43,8 +43,8 @@ demo: setup
 # The whole test suite (slow end-to-end and SLURM tests included): brings the local SLURM cluster up
 # (as root on Debian; it says so where it cannot) and stops it afterwards if it started it.
 # TEST_WORKERS pytest-xdist workers (0: one process), each test process on one thread (tests/conftest.py).
-# `--dist loadgroup` keeps the `slurm` tests on one worker (tests/conftest.py groups them), one at a time on the shared cluster
-# (pytest is pinned below 9 for it: pyproject.toml).
+# `--dist loadgroup` keeps the `slurm` tests on one worker (tests/conftest.py groups them), one at a time on
+# the shared cluster (pytest is pinned below 9 for it: pyproject.toml).
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=20
 test: setup

@@ -134,11 +134,8 @@ class _LmmSubmititMixin:
         return specs
 
     def _waited_for(self, spec: JobSpec) -> str:
-        """The submit line's dependency: SLURM's afterok held by the scheduler; locally, jobs that have ended."""
-        if self._EXECUTOR == "slurm":
-            return f", {spec.dependency()}" if spec.dependency() else ""
-        ended = [str(d.handle.job_id) for d in spec.after if d.handle is not None]
-        return f", after job {', '.join(ended)} ended" if ended else ""
+        """The submit line's dependency: SLURM's afterok, which the scheduler holds the job on."""
+        return f", {spec.dependency()}" if spec.dependency() else ""
 
     def _submit_all(self, specs: list) -> None:
         """In plan order: SLURM holds each job until its dependencies end (afterok)."""
@@ -582,6 +579,11 @@ class LmmLocalLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
                 continue
             jobs.append(spec)
         return jobs
+
+    def _waited_for(self, spec: JobSpec) -> str:
+        """The submit line's dependency: the jobs that ended before this one started (no scheduler, no afterok)."""
+        ended = [str(d.handle.job_id) for d in spec.after if d.handle is not None]
+        return f", after job {', '.join(ended)} ended" if ended else ""
 
     def _submit_all(self, specs: list) -> None:
         """No scheduler here: start each job once its dependencies have ended (plan order among the ready
