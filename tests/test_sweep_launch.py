@@ -334,3 +334,42 @@ def test_a_local_jobs_process_id_is_never_asked_of_slurm(tmp_path, monkeypatch):
     assert states == {"local": "submitted", "slurm": "submitted", "older": "submitted"}
     assert asked and all("4242" not in " ".join(cmd) for cmd in asked)
     assert any("17,18" in " ".join(cmd) for cmd in asked)
+
+
+def test_collecting_waits_for_a_job_submitit_would_take_for_finished_while_slurm_still_sets_it_up(
+        tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hydra_plugins.lmm_launcher import launcher
+
+    states = iter(["CONFIGURING", "CONFIGURING", "REQUEUE_HOLD", "RUNNING", "SUSPENDED", "RUNNING"])
+    result = tmp_path / "0_result.pkl"
+
+    class Job:
+        """submitit's view: any state outside its short list of unfinished ones is the end, so 'done' at once."""
+
+        job_id = "41"
+        paths = SimpleNamespace(result_pickle=result, stderr=tmp_path / "log.err")
+        asked = 0
+
+        @property
+        def state(self):
+            self.asked += 1
+            state = next(states, "COMPLETED")
+            if state == "COMPLETED":
+                result.write_text("done")
+            return state
+
+        def done(self):
+            return True
+
+        def results(self):
+            if not result.exists():
+                raise RuntimeError("Job 41 (task: 0) with path 0_result.pkl has not produced any output")
+            return [["trained"]]
+
+    monkeypatch.setattr(launcher, "JOB_POLL_S", 0)
+    job = Job()
+    spec = SimpleNamespace(kind="train", run_id="run", handle=job, calls=[(0, ["task=train"])])
+    returns = launcher.LmmSlurmLauncher()._collect([SimpleNamespace(num=0)], [spec])
+    assert returns == ["trained"] and job.asked == 7  # 6 live states, then the one that ended it

@@ -47,6 +47,7 @@ from lmm.layout import JOB_LOGS_DIR  # a leaf: imports nothing
 log = logging.getLogger(__name__)
 JOB_LOGS = JOB_LOGS_DIR  # <run folder>/jobs/<job id>/: submitit's scripts, pickles and logs
 JOB_KINDS = ("stage0", "stage1", "train", "eval")
+JOB_POLL_S = 2.0  # how often a waiting launcher looks at a job's result file and state
 
 
 @dataclass
@@ -455,6 +456,7 @@ class _LmmSubmititMixin:
                     results[num] = _failed(num, points, RuntimeError(spec.error))
                 continue
             try:
+                _wait_until_ended(spec.handle)
                 returns = spec.handle.results()[0]
             except Exception as error:  # noqa: BLE001 - the job raised, or died (killed, cancelled, ...)
                 failures.append(f"[{spec.kind}] {spec.run_id} (job {spec.handle.job_id}) FAILED: {_last_line(error)}\n"
@@ -467,6 +469,21 @@ class _LmmSubmititMixin:
         if failures:
             log.error("%d job(s) failed:\n%s", len(failures), "\n".join(failures))
         return [results.get(p.num) or _result(p, "nothing to do") for p in points]
+
+
+def _wait_until_ended(handle) -> None:
+    """Wait until a job has written its result or has left the scheduler's live states.
+
+    submitit's own wait takes every state outside its short list of unfinished ones (READY, PENDING, RUNNING,
+    UNKNOWN, REQUEUED, COMPLETING, PREEMPTED) for the end. A multi-node job whose nodes are still being set up
+    (CONFIGURING), one held after a requeue (REQUEUE_HOLD) or a SUSPENDED one would then be reported as failed
+    ("has not produced any output") while it goes on running.
+    """
+    from lmm.launch.jobs import ACTIVE_STATES
+
+    while not handle.paths.result_pickle.exists() and (str(handle.state).upper() in ACTIVE_STATES
+                                                        or not handle.done()):
+        time.sleep(JOB_POLL_S)
 
 
 def _refuse(problems: list, dry_run: bool = False) -> None:
