@@ -103,13 +103,15 @@ def run_variant(name: str, args, root: str, tokenizer_folder: str | None) -> dic
     timed = trainer_run(cfg, model, dataset, LlavaCollator(pad_token_id=tokenizer.pad_token_id), counter,
                         args.steps, args.warmup, os.path.join(root, f"bench-{name}"))
     params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return {"variant": name, "method": str(cfg.tuning.method), "gradient_checkpointing": bool(
         cfg.trainer.gradient_checkpointing), "torch_compile": bool(cfg.speed.torch_compile), "attention": kernel,
-        "params": params, "batch": args.batch, "seq": args.seq, "build_s": round(built_s, 1),
+        "params": params, "trainable_params": trainable, "batch": args.batch, "seq": args.seq,
+        "build_s": round(built_s, 1),
         "tokens_per_s": timed.tokens_per_s, "step_s": timed.step_s,
         "model_tflop_per_step": timed.model_flops_per_step / 1e12,
         "achieved_tflops": timed.model_flops_per_s / 1e12, "hardware_tflops": timed.hardware_flops_per_s / 1e12,

@@ -263,3 +263,16 @@ def test_evaluation_is_sharded_over_the_gpus_within_the_memory_limit(monkeypatch
     assert eval_placement(compose([f"paths.root={root}", "eval.device_map=none"])) == {"device_map": {"": 0}}
     with pytest.raises(ValueError, match="eval.device_map"):
         eval_placement(compose([f"paths.root={root}", "eval.device_map=everywhere"]))
+
+
+def test_lora_cost_bench_times_full_and_lora_at_each_width(root, tmp_path):
+    from bench.lora_cost import main
+
+    out = tmp_path / "lora.json"
+    rows = main(["--widths", "64", "--steps", "1", "--warmup", "1", "--repeats", "1", "--batch", "2",
+                 "--root", str(root / "bench"), "--json", str(out)])
+    [row] = rows
+    assert row["width"] == 64 and json.loads(out.read_text()) == rows
+    assert row["full_step_s"] > 0 and row["lora_step_s"] > 0
+    assert row["lora_over_full"] == row["lora_step_s"] / row["full_step_s"]
+    assert 0 < row["trainable_fraction"] < 1  # LoRA trains the adapters and the projector only
