@@ -68,6 +68,25 @@ def test_trainable_parameter_names_per_stage_and_method(root, method):
         assert "Linear4bit" not in in_tower
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_bf16_without_deepspeed_trains_fp32_weights_so_small_updates_are_kept(root, method):
+    model = build_model(cfg_for(root, f"tuning={method}", "trainer.precision=bf16", "deepspeed=none"), "finetune")
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and {p.dtype for p in trained} == {torch.float32}
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}  # frozen: as loaded
+    # Adam's first step moves every weight by lr: at the paper's 2e-5, under bf16's resolution for most weights.
+    before = [p.detach().clone() for p in trained]
+    for p in trained:
+        p.grad = torch.ones_like(p)
+    torch.optim.AdamW(trained, lr=2e-5, weight_decay=0.0).step()
+    moved = sum(int((p != b).sum()) for p, b in zip(trained, before)) / sum(p.numel() for p in trained)
+    assert moved > 0.99
+
+    # Under DeepSpeed the weights stay bf16: its optimizer holds the fp32 master copy.
+    zero2 = build_model(cfg_for(root, f"tuning={method}", "trainer.precision=bf16", "deepspeed=zero2"), "finetune")
+    assert torch.bfloat16 in {p.dtype for p in zero2.parameters() if p.requires_grad}
+
+
 def test_image_tokens_match_the_tower(root):
     from lmm.models.assemble import num_image_tokens
 

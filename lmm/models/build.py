@@ -14,7 +14,8 @@ from lmm.layout import PROJECTOR_FILE
 from lmm.models.assemble import assemble
 from lmm.models.llava import LmmLlava, projector_module, projector_state_dict
 from lmm.models.trainable import apply_trainability, format_parameter_table, parameter_table
-from lmm.training.speed import compute_dtype, model_load_kwargs
+from lmm.plan.memory import stage_zero
+from lmm.training.speed import compute_dtype, model_load_kwargs, trained_weights_in_fp32
 from lmm.tuning import tuning_method
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
     if stage1_projector is not None:
         load_projector(model, stage1_projector)
     model = apply_trainability(model, stage, cfg.tuning, seed=int(cfg.seed))
+    if dtype != torch.float32:
+        trained_weights_in_fp32(model, stage_zero(cfg, stage))
     if cfg.trainer.gradient_checkpointing and stage == "finetune":
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -19,6 +19,25 @@ def compute_dtype(cfg: DictConfig) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def trained_weights_in_fp32(model: torch.nn.Module, zero_stage: int) -> int:
+    """Without DeepSpeed, cast the trained weights of a bf16 model to fp32 (and return how many tensors).
+
+    DeepSpeed's bf16 mode keeps an fp32 master copy of the trained weights in its optimizer. Without it,
+    AdamW would update the bf16 weights themselves and round away every step smaller than bf16's resolution
+    (2^-8 of the weight): at the paper's full fine-tuning lr of 2e-5, nearly all of them. Here the trained
+    weights are the fp32 masters, the frozen ones stay bf16, and the Trainer's autocast runs the matmuls in
+    bf16 (as the planner's memory model counts it: fp32 weights and gradients + Adam, 20 bytes a parameter).
+    """
+    if zero_stage != 0:
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.is_floating_point() and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
 def attn_implementation(cfg: DictConfig) -> str:
     """`speed.attn_implementation`, with auto = flash_attention_2 where it can run (flash-attn installed, bf16
     on CUDA), else sdpa (PyTorch's fused kernels; the same math as eager, without the s × s matrix)."""

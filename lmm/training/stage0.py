@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, set_seed
 from lmm.data.tokenizer import load_tokenizer
 from lmm.layout import model_dir
 from lmm.models.trainable import format_parameter_table, parameter_table
-from lmm.training.speed import compute_dtype, model_load_kwargs
+from lmm.plan.memory import stage_zero
+from lmm.training.speed import compute_dtype, model_load_kwargs, trained_weights_in_fp32
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def build_stage0(cfg: DictConfig):
     model.config.pad_token_id = tokenizer.pad_token_id
     for param in model.parameters():
         param.requires_grad_(True)  # full fine-tuning, as FastChat trains Vicuna
+    trained_weights_in_fp32(model, stage_zero(cfg, "stage0"))
     if cfg.stage0.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
