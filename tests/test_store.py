@@ -11,7 +11,7 @@ import pytest
 
 from analysis.collect import collect, find_records
 from lmm.config import compose
-from lmm.launch.identity import run_dir, stage2_id, sweep_link
+from lmm.launch.identity import run_dir, stage0_id, stage1_id, stage2_id, sweep_link
 from lmm.launch.rundir import read_attempts
 from lmm.launch.store import MIGRATED, migrate
 from lmm.pipeline import run_pipeline
@@ -22,19 +22,46 @@ FAST = ["debug=fast", "trainer.max_steps=2"]
 
 
 def test_run_ids_are_pinned():
-    """Identity is what determines the weights; these ids are those of runs already on disk."""
+    """Identity is what determines the weights; these ids are those of runs already on disk.
+
+    Stage-1/2 ids changed when they stopped hashing `model.recipe` (`migrate` renames runs stored under the
+    previous ones, which `recipes=True` still gives); stage-0 ids did not change."""
     ids = {
-        # 65B from the user's own Vicuna-65B folder: unchanged; from stage 0 (no folder): its id includes stage 0's.
+        # 65B from the user's own Vicuna-65B folder; from stage 0 (no folder): its id includes stage 0's.
         ("experiment=table4/65b_lora64", "paths.vicuna_65b=/data/vicuna-65b"):
-            "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea",
-        ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"): "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12",
-        ("experiment=table4/33b_qlora64",): "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846",
-        ("experiment=table1/33b_beam5",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",
-        ("experiment=table2/33b_mix",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",
-        (): "tiny_s-tiny_32-linear-full-synthetic-c21a2a5e",
+            ("65b-clip_l14_336-linear-lora64-llava_80k-bd2e74af", "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea"),
+        ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"):
+            ("65b-clip_l14_336-linear-lora64-llava_80k-7bf6b913", "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12"),
+        ("experiment=table4/33b_qlora64",): ("33b-clip_l14_336-linear-qlora64-llava_80k-ae020c8c",
+                                             "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846"),
+        ("experiment=table1/33b_beam5",): ("33b-clip_l14_336-linear-full-llava_80k_sharegpt-985ea86a",
+                                           "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448"),
+        ("experiment=table2/33b_mix",): ("33b-clip_l14_336-linear-full-llava_80k_sharegpt-985ea86a",
+                                         "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448"),
+        (): ("tiny_s-tiny_32-linear-full-synthetic-ab5341fd", "tiny_s-tiny_32-linear-full-synthetic-c21a2a5e"),
     }
-    for overrides, expected in ids.items():
-        assert stage2_id(compose(list(overrides))) == expected
+    for overrides, (expected, before) in ids.items():
+        cfg = compose(list(overrides))
+        assert (stage2_id(cfg), stage2_id(cfg, recipes=True)) == (expected, before)
+    assert stage0_id(compose(["experiment=table4/65b_lora64", "paths.vicuna_65b=null"])) == "s0-65b-sharegpt-35772f40"
+
+
+def test_a_stage_id_hashes_its_own_recipe_not_the_other_stages_or_methods():
+    """Each stage reads its recipe through its resolved section (stage 1 `pretrain`, stage 2 `tuning`)."""
+    def ids(*overrides: str) -> tuple[str, str]:
+        cfg = compose(["tuning=lora", *overrides])
+        return stage1_id(cfg), stage2_id(cfg)
+
+    s1, s2 = ids()
+    assert ids("model.recipe.full.lr=3e-5") == (s1, s2)  # a LoRA run does not use the full recipe
+    assert ids("model.recipe.full.nodes=8", "model.recipe.full.epochs=3") == (s1, s2)
+    assert ids("model.recipe.lora.lr=3e-5")[0] == s1 and ids("model.recipe.lora.lr=3e-5")[1] != s2
+    changed = ids("model.recipe.pretrain.lr=3e-5")
+    assert changed[0] != s1 and changed[1] != s2  # stage 2 hashes its stage 1's id
+    # Paper scale: editing the 65B LoRA recipe retrains neither the 65B stage 1 nor its full run.
+    full = compose(["experiment=table4/65b_full"])
+    edited = compose(["experiment=table4/65b_full", "model.recipe.lora.lr=5e-5", "model.recipe.lora.nodes=4"])
+    assert (stage1_id(edited), stage2_id(edited)) == (stage1_id(full), stage2_id(full))
 
 
 def test_the_same_configuration_from_two_sweeps_is_trained_once_and_shown_in_both(tmp_path):
@@ -109,3 +136,4 @@ def test_status_marks_corrupt_files_and_ignores_non_run_folders(tmp_path, kind):
     states = run_states(tmp_path / "runs" / "s")
     assert [(s.run_id, s.state) for s in states] == [(folder.name, "corrupt")]
     assert ("results.json" if kind == "results" else "FAILED") in states[0].detail
+
