@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("name")
     run.add_argument("overrides", nargs="*")
     move = commands.add_parser("migrate", help="move runs/<sweep>/<id> folders of the older layout into the run "
-                                               "store (runs/stage2/) and link them back; nothing is retrained")
+                                               "store (runs/stage2/) and link them back, and rename stored runs "
+                                               "to their current id; nothing is retrained")
     move.add_argument("runs_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "migrate":

@@ -3,17 +3,23 @@ of the older layout (runs/<sweep>/<id> folders) that retrains nothing."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+from functools import partial
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from analysis.collect import collect, find_records
 from lmm.config import compose
-from lmm.launch.identity import run_dir, stage2_id, sweep_link
-from lmm.launch.rundir import read_attempts
-from lmm.launch.store import MIGRATED, migrate
+from lmm.launch.identity import run_dir, stage0_id, stage1_dir, stage1_id, stage2_id, sweep_link
+from lmm.launch.rundir import read_attempts, run_lock
+from lmm.launch.store import MIGRATED, link_into_sweep, migrate
+from lmm.layout import CONFIG_FILE, JOBS_FILE, RECORD_FILE
 from lmm.pipeline import run_pipeline
 from lmm.records import is_done, read_record, update_record
 from lmm.sweep import run_states
@@ -22,19 +28,46 @@ FAST = ["debug=fast", "trainer.max_steps=2"]
 
 
 def test_run_ids_are_pinned():
-    """Identity is what determines the weights; these ids are those of runs already on disk."""
+    """Identity is what determines the weights; these ids are those of runs already on disk.
+
+    Stage-1/2 ids changed when they stopped hashing `model.recipe` (`migrate` renames runs stored under the
+    previous ones, which `recipes=True` still gives); stage-0 ids did not change."""
     ids = {
-        # 65B from the user's own Vicuna-65B folder: unchanged; from stage 0 (no folder): its id includes stage 0's.
+        # 65B from the user's own Vicuna-65B folder; from stage 0 (no folder): its id includes stage 0's.
         ("experiment=table4/65b_lora64", "paths.vicuna_65b=/data/vicuna-65b"):
-            "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea",
-        ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"): "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12",
-        ("experiment=table4/33b_qlora64",): "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846",
-        ("experiment=table1/33b_beam5",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",
-        ("experiment=table2/33b_mix",): "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448",
-        (): "tiny_s-tiny_32-linear-full-synthetic-c21a2a5e",
+            ("65b-clip_l14_336-linear-lora64-llava_80k-bd2e74af", "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea"),
+        ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"):
+            ("65b-clip_l14_336-linear-lora64-llava_80k-7bf6b913", "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12"),
+        ("experiment=table4/33b_qlora64",): ("33b-clip_l14_336-linear-qlora64-llava_80k-ae020c8c",
+                                             "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846"),
+        ("experiment=table1/33b_beam5",): ("33b-clip_l14_336-linear-full-llava_80k_sharegpt-985ea86a",
+                                           "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448"),
+        ("experiment=table2/33b_mix",): ("33b-clip_l14_336-linear-full-llava_80k_sharegpt-985ea86a",
+                                         "33b-clip_l14_336-linear-full-llava_80k_sharegpt-fc90f448"),
+        (): ("tiny_s-tiny_32-linear-full-synthetic-ab5341fd", "tiny_s-tiny_32-linear-full-synthetic-c21a2a5e"),
     }
-    for overrides, expected in ids.items():
-        assert stage2_id(compose(list(overrides))) == expected
+    for overrides, (expected, before) in ids.items():
+        cfg = compose(list(overrides))
+        assert (stage2_id(cfg), stage2_id(cfg, recipes=True)) == (expected, before)
+    assert stage0_id(compose(["experiment=table4/65b_lora64", "paths.vicuna_65b=null"])) == "s0-65b-sharegpt-35772f40"
+
+
+def test_a_stage_id_hashes_its_own_recipe_not_the_other_stages_or_methods():
+    """Each stage reads its recipe through its resolved section (stage 1 `pretrain`, stage 2 `tuning`)."""
+    def ids(*overrides: str) -> tuple[str, str]:
+        cfg = compose(["tuning=lora", *overrides])
+        return stage1_id(cfg), stage2_id(cfg)
+
+    s1, s2 = ids()
+    assert ids("model.recipe.full.lr=3e-5") == (s1, s2)  # a LoRA run does not use the full recipe
+    assert ids("model.recipe.full.nodes=8", "model.recipe.full.epochs=3") == (s1, s2)
+    assert ids("model.recipe.lora.lr=3e-5")[0] == s1 and ids("model.recipe.lora.lr=3e-5")[1] != s2
+    changed = ids("model.recipe.pretrain.lr=3e-5")
+    assert changed[0] != s1 and changed[1] != s2  # stage 2 hashes its stage 1's id
+    # Paper scale: editing the 65B LoRA recipe retrains neither the 65B stage 1 nor its full run.
+    full = compose(["experiment=table4/65b_full"])
+    edited = compose(["experiment=table4/65b_full", "model.recipe.lora.lr=5e-5", "model.recipe.lora.nodes=4"])
+    assert (stage1_id(edited), stage2_id(edited)) == (stage1_id(full), stage2_id(full))
 
 
 def test_the_same_configuration_from_two_sweeps_is_trained_once_and_shown_in_both(tmp_path):
@@ -109,3 +142,75 @@ def test_status_marks_corrupt_files_and_ignores_non_run_folders(tmp_path, kind):
     states = run_states(tmp_path / "runs" / "s")
     assert [(s.run_id, s.state) for s in states] == [(folder.name, "corrupt")]
     assert ("results.json" if kind == "results" else "FAILED") in states[0].detail
+
+
+def _as_before(folder: Path, old_ids: dict[str, str]) -> None:
+    """Rename a stored run to the id it had before, with the ids (and paths) its record and job log hold."""
+    for path in (folder / RECORD_FILE, folder / JOBS_FILE):
+        text = path.read_text() if path.exists() else ""
+        for new, old in old_ids.items():
+            text = text.replace(new, old)
+        if text:
+            path.write_text(text)
+    folder.rename(folder.with_name(old_ids[folder.name]))
+
+
+def test_migration_renames_runs_stored_under_the_ids_that_hashed_every_recipe(tmp_path):
+    cfg = compose([f"paths.root={tmp_path}", "sweep=toy", *FAST])
+    folder, stage1 = run_pipeline(cfg), stage1_dir(cfg)
+    runs, view = tmp_path / "runs", tmp_path / "runs" / "toy"
+    link_into_sweep(stage1, view / stage1.name)  # the launcher lists a stage=pretrain run in its view
+    (folder / JOBS_FILE).write_text(json.dumps({"job_id": "7", "stderr": f"{folder}/jobs/7/7_0_log.err"}) + "\n")
+    records = {f: read_record(f) for f in (stage1, folder)}
+    # The store as the previous ids named it: folders, the ids inside their records, the view's links.
+    old = {stage1_id(cfg): stage1_id(cfg, recipes=True), stage2_id(cfg): stage2_id(cfg, recipes=True)}
+    assert stage1.name in old and folder.name in old and set(old).isdisjoint(old.values())
+    for f in (stage1, folder):
+        _as_before(f, old)
+        (view / f.name).unlink()
+        link_into_sweep(f.with_name(old[f.name]), view / old[f.name])
+    assert read_record(folder.with_name(old[folder.name]))["stage1"]["run_id"] == old[stage1.name]
+    assert not is_done(run_dir(cfg))  # what an upgrade without `migrate` meets: the run would be trained again
+
+    report = migrate(runs)
+    assert report.renamed == [f"stage1/{old[stage1.name]} -> {stage1.name}", f"stage2/{old[folder.name]} -> "
+                              f"{folder.name}"]
+    assert not report.skipped and "2 stored run(s) renamed to their current id" in report.summary()
+    for f in (stage1, folder):
+        assert read_record(f) == records[f]  # run_id, stages' run ids, the stage-1 pointer: as trained now
+        assert (view / f.name).is_symlink() and (view / f.name).resolve() == f.resolve() and is_done(view / f.name)
+        assert not os.path.lexists(f.with_name(old[f.name])) and not os.path.lexists(view / old[f.name])
+    assert read_record(folder)["stage1"] == {**records[folder]["stage1"], "folder": str(stage1)}
+    assert json.loads((folder / JOBS_FILE).read_text())["stderr"] == f"{folder}/jobs/7/7_0_log.err"
+    # The launcher finds the run done where the config looks for it: nothing is trained again.
+    assert is_done(run_dir(cfg)) and run_pipeline(cfg) == folder and len(read_attempts(folder)) == 1
+    again = migrate(runs)
+    assert not (again.renamed or again.moved or again.merged or again.skipped)
+
+
+def test_migration_leaves_running_duplicate_and_unexplained_stored_runs_alone(tmp_path):
+    runs = tmp_path / "runs"
+
+    def stored(seed: int, name) -> Path:
+        """A stored run folder with only its saved resolved config (what `migrate` reads)."""
+        cfg = compose([f"paths.root={tmp_path}", f"seed={seed}"])
+        folder = runs / "stage2" / name(cfg)
+        folder.mkdir(parents=True)
+        OmegaConf.save(cfg, folder / CONFIG_FILE, resolve=True)
+        return folder
+
+    before = partial(stage2_id, recipes=True)
+    running = stored(1, before)
+    duplicate, current = stored(2, before), stored(2, stage2_id)
+    unexplained = stored(3, lambda cfg: f"{stage2_id(cfg)[:-8]}00000000")  # its config gives neither id
+    (unexplained / RECORD_FILE).write_text('{"run_id": ')  # corrupt: left as it is
+    with run_lock(running, wait=False):
+        report = migrate(runs)
+    assert not report.renamed and len(report.skipped) == 3
+    assert sorted(x.split(":")[0] for x in report.skipped) == sorted(
+        f"stage2/{f.name}" for f in (running, duplicate, unexplained))
+    assert all(f.is_dir() for f in (running, duplicate, current, unexplained))
+    assert "a duplicate of stage2/" + current.name in report.summary()
+    # Once it has ended, the running one is renamed.
+    now = stage2_id(compose([f"paths.root={tmp_path}", "seed=1"]))
+    assert migrate(runs).renamed == [f"stage2/{running.name} -> {now}"]

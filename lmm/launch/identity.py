@@ -58,6 +58,14 @@ def _section(cfg: DictConfig, key: str) -> dict:
     return section
 
 
+def _model(cfg: DictConfig, recipes: bool = False) -> dict:
+    """The model section without `recipe` (recipes=True: with it, as stage-1/2 ids hashed it before)."""
+    # A stage reads its own recipe through its resolved section (stage 1 `pretrain`, stage 2 `tuning`), already
+    # hashed: another stage's or method's recipe (a 65B LoRA lr) must not retrain stage 1 or a full run.
+    section = _section(cfg, "model")
+    return section if recipes else {k: v for k, v in section.items() if k != "recipe"}
+
+
 def _trainer(cfg: DictConfig) -> dict:
     return _strip(OmegaConf.to_container(cfg.trainer, resolve=True), _TRAINER_BOOKKEEPING)
 
@@ -69,11 +77,10 @@ def stage0_active(cfg: DictConfig) -> bool:
 
 def stage0_id(cfg: DictConfig) -> str:
     """Id of the stage-0 run: the base LLM, its shape and template, the stage-0 recipe and data, seed."""
-    model = {k: v for k, v in _section(cfg, "model").items() if k != "recipe"}  # recipe: stages 1-2's
     payload = {
         "stage": "stage0",
         "base": str(cfg.model.base),
-        "model": model,
+        "model": _model(cfg),
         "stage0": _strip(_section(cfg, "stage0"), _STAGE0_BOOKKEEPING | {"name"}),
         "seed": int(cfg.seed),
     }
@@ -85,15 +92,17 @@ def _with_stage0(cfg: DictConfig, payload: dict) -> dict:
     return {**payload, "stage0": stage0_id(cfg)} if stage0_active(cfg) else payload
 
 
-def stage1_id(cfg: DictConfig) -> str:
+def stage1_id(cfg: DictConfig, recipes: bool = False) -> str:
     """Id of the stage-1 run: LLM, tower, projector, stage-1 data and optimisation, seed.
 
     Not the ZeRO stage: it does not change what stage 1 computes, and QLoRA runs (ZeRO-2) share
-    the stage 1 of LoRA and full runs (ZeRO-3), as in the paper.
+    the stage 1 of LoRA and full runs (ZeRO-3), as in the paper. Nor stage 2's recipes (`model.recipe`);
+    recipes=True gives the id that hashed them, which `python -m lmm.sweep migrate` renames.
     """
     payload = {
         "stage": "pretrain",
-        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "pretrain_data")},
+        "model": _model(cfg, recipes),
+        **{k: _section(cfg, k) for k in ("vision", "projector", "pretrain_data")},
         "pretrain": {k: v for k, v in _section(cfg, "pretrain").items() if k != "zero_stage"},
         "trainer": {k: v for k, v in _trainer(cfg).items() if k != "projector_lr"},
         "seed": int(cfg.seed),
@@ -108,13 +117,18 @@ def _tuning_slug(cfg: DictConfig) -> str:
     return tuning_method(t.method).slug(t.rank)
 
 
-def stage2_id(cfg: DictConfig) -> str:
-    """Id of the stage-2 run: everything stage 1 depends on, plus tuning, data and the projector source."""
-    source = cfg.stage.projector_path or stage1_id(cfg)
+def stage2_id(cfg: DictConfig, recipes: bool = False) -> str:
+    """Id of the stage-2 run: everything stage 1 depends on, plus tuning, data and the projector source.
+
+    Not the recipes of other stages or methods (`model.recipe`: its own are in `tuning`); recipes=True gives
+    the id that hashed them, which `python -m lmm.sweep migrate` renames.
+    """
+    source = cfg.stage.projector_path or stage1_id(cfg, recipes)
     payload = {
         "stage": "finetune",
         "stage1": source,
-        **{k: _section(cfg, k) for k in ("model", "vision", "projector", "tuning", "data")},
+        "model": _model(cfg, recipes),
+        **{k: _section(cfg, k) for k in ("vision", "projector", "tuning", "data")},
         "trainer": _trainer(cfg),
         "deepspeed_stage": int(cfg.deepspeed.stage),
         "seed": int(cfg.seed),
