@@ -223,7 +223,9 @@ def _file_problems(cfg: DictConfig, stage1_exists: bool | None) -> list[str]:
     """Files a real run reads that are not there, each data set and benchmark file with the `python -m
     lmm.prepare ...` command that fetches it (generated synthetic data is made on first use; pretrained
     weights are checked, and fetched when reachable, by lmm.models.weights)."""
-    out = missing_files(cfg, stage1_exists, models=False)
+    from lmm.launch.store import former_id_problems  # the run store: not needed by the field checks
+
+    out = missing_files(cfg, stage1_exists, models=False) + former_id_problems(cfg)
     projector = cfg.stage.projector_path
     if projector and cfg.stage.name != "pretrain" and not Path(projector).exists():
         out.append(f"stage.projector_path = {projector} does not exist (a projector.safetensors or a stage-1 run "

@@ -18,11 +18,12 @@ from analysis.collect import collect, find_records
 from lmm.config import compose
 from lmm.launch.identity import run_dir, stage0_id, stage1_dir, stage1_id, stage2_id, sweep_link
 from lmm.launch.rundir import read_attempts, run_lock
-from lmm.launch.store import MIGRATED, link_into_sweep, migrate
+from lmm.launch.store import MIGRATED, former_id_problems, link_into_sweep, migrate
 from lmm.layout import CONFIG_FILE, JOBS_FILE, RECORD_FILE
 from lmm.pipeline import run_pipeline
 from lmm.records import is_done, read_record, update_record
 from lmm.sweep import run_states
+from lmm.validate import ConfigError, validate_files
 
 FAST = ["debug=fast", "trainer.max_steps=2"]
 
@@ -171,6 +172,14 @@ def test_migration_renames_runs_stored_under_the_ids_that_hashed_every_recipe(tm
         link_into_sweep(f.with_name(old[f.name]), view / old[f.name])
     assert read_record(folder.with_name(old[folder.name]))["stage1"]["run_id"] == old[stage1.name]
     assert not is_done(run_dir(cfg))  # what an upgrade without `migrate` meets: the run would be trained again
+    # ... so a real run (or submission) of it is refused, naming the command, before anything is trained.
+    with pytest.raises(ConfigError) as refused:
+        validate_files(cfg, stage1_exists=False)
+    assert (f"stage1/{old[stage1.name]} is this run's stage 1 under its former id ({stage1.name} now: ids no longer "
+            f"hash model.recipe). Run `python -m lmm.sweep migrate {runs.resolve()}` once first, or it is trained "
+            "again.") in str(refused.value)
+    assert f"stage2/{old[folder.name]} is this run's stage 2 under its former id ({folder.name} now" in str(
+        refused.value)
 
     report = migrate(runs)
     assert report.renamed == [f"stage1/{old[stage1.name]} -> {stage1.name}", f"stage2/{old[folder.name]} -> "
@@ -184,6 +193,7 @@ def test_migration_renames_runs_stored_under_the_ids_that_hashed_every_recipe(tm
     assert json.loads((folder / JOBS_FILE).read_text())["stderr"] == f"{folder}/jobs/7/7_0_log.err"
     # The launcher finds the run done where the config looks for it: nothing is trained again.
     assert is_done(run_dir(cfg)) and run_pipeline(cfg) == folder and len(read_attempts(folder)) == 1
+    assert former_id_problems(cfg) == []
     again = migrate(runs)
     assert not (again.renamed or again.moved or again.merged or again.skipped)
 

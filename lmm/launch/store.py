@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmm.launch.identity import STAGE1_STORE, STAGE2_STORE, STORES, stage1_id, stage2_id
+from lmm.launch.identity import runs_dir as runs_folder
 from lmm.launch.rundir import is_locked
 from lmm.layout import CHECKPOINTS_DIR, CONFIG_FILE, DONE_FILE, JOBS_FILE, eval_dir
 from lmm.records import RECORD_FILE, is_done, read_record, write_record
@@ -196,6 +197,24 @@ def _rename_out_of_date(runs_dir: Path, report: MigrationReport) -> None:
                 folder = _rename_run(folder, new_id, links.get(folder.resolve(), []))
                 report.renamed.append(f"{name} -> {new_id}")
             _repoint_record(folder, renamed)  # also a stage-2 run keeping its name whose stage 1 was renamed
+
+
+def former_id_problems(cfg) -> list[str]:
+    """A run whose stage 1 or stage 2 is stored under its former id (from before ids stopped hashing
+    `model.recipe`): a real run would train it again, so it must be migrated first."""
+    out = []
+    if cfg.stage.name == "stage0":
+        return out
+    for store, identity in ((STAGE1_STORE, stage1_id), (STAGE2_STORE, stage2_id)):
+        if store == STAGE2_STORE and cfg.stage.name == "pretrain":
+            continue
+        former, current = identity(cfg, recipes=True), identity(cfg)
+        folder = runs_folder(cfg) / store
+        if former != current and (folder / former).is_dir() and not (folder / current).exists():
+            out.append(f"{store}/{former} is this run's {'stage 1' if store == STAGE1_STORE else 'stage 2'} "
+                       f"under its former id ({current} now: ids no longer hash model.recipe). Run `python -m "
+                       f"lmm.sweep migrate {runs_folder(cfg)}` once first, or it is trained again.")
+    return out
 
 
 def migrate(runs_dir: Path) -> MigrationReport:
