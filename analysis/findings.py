@@ -23,8 +23,9 @@ tokens): what LoRA saves is the weight gradient of every frozen matrix, 22 % of 
 adds is two rank-8 products per adapted matrix forward and four backward (skinny, slow products at width 256,
 together about as long as the saving) and, on CPU, the dropout mask on every adapter input (16 % of a LoRA
 step). The saving grows with the width squared and the adapters' cost with the width, so the ratio falls as the
-LLM widens: `python -m bench.lora_cost` (the toy's shape and LoRA at widths 256-1536, one thread) measured LoRA/full
-1.47× at 256 (tiny_l), 0.91× at 512, 0.90× at 1024 and 0.84× at 1536 (the paper: 0.91× at 13B, 0.68× at 65B).
+LLM widens: `python -m bench.lora_cost` (the toy's shape and LoRA at widths 256-1536, one thread, idle 2-core
+machine) measured LoRA/full 1.21× at 256 (tiny_l's width), 0.90× at 512, 0.83× at 1024 and 0.74× at 1536 (the
+paper: 0.91× at 13B, 0.83× at 33B, 0.68× at 65B).
 So the toy's verdict is about its scale, not the paper's.
 """
 
