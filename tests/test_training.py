@@ -143,6 +143,23 @@ def test_two_stages_end_to_end_save_reload_generate(root, method):
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
 
+def test_stage1_checkpoints_its_frozen_llm_as_the_planner_assumes_with_the_same_losses(tmp_path):
+    """The projector's gradient flows back through the frozen LLM: checkpointing must recompute, not cut it."""
+    from safetensors.torch import load_file
+
+    losses, projectors = {}, {}
+    for on in (True, False):
+        cfg = cfg_for(tmp_path / str(on), "stage=pretrain", f"trainer.gradient_checkpointing={str(on).lower()}")
+        assert build_model(cfg, "pretrain").is_gradient_checkpointing is on
+        folder = run_pipeline(cfg)
+        losses[on] = [e["loss"] for e in read_record(folder)["pretrain"]["losses"]]
+        projectors[on] = load_file(str(folder / "projector.safetensors"))
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], abs=1e-6)
+    # Trained alike: a checkpointed LLM that cut the gradient would leave the projector at its initial weights.
+    for name, weight in projectors[False].items():
+        assert torch.allclose(projectors[True][name], weight, atol=1e-6), name
+
+
 def test_stage1_is_shared_and_never_retrained(root):
     full = cfg_for(root, "tuning=full")
     run_pipeline(full)

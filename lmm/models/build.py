@@ -80,7 +80,10 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
     model = apply_trainability(model, stage, cfg.tuning, seed=int(cfg.seed))
     if dtype != torch.float32:
         trained_weights_in_fp32(model, stage_zero(cfg, stage))
-    if cfg.trainer.gradient_checkpointing and stage == "finetune":
+    # Both stages: stage 1's LLM is frozen, but the projector's gradient flows back through every block, so
+    # its activations are all kept unless recomputed (LLaVA's pretrain script checkpoints too; the planner
+    # sizes stage 1 by the same flag).
+    if cfg.trainer.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.20's name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:

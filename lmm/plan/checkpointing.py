@@ -18,8 +18,9 @@ def checkpointing_needed(root: DictConfig) -> bool:
     """What `trainer.gradient_checkpointing`'s default (`${lmm.checkpointing:}`) resolves to.
 
     Recomputing every block's forward costs about a third more compute, so it is worth it only where the
-    activations would not fit otherwise. The decision is stage 2's (the only stage whose model is built with
-    checkpointing) under the planner's conservative peak (micro-batches of the longest samples). Unknown
+    activations would not fit otherwise. The decision is stage 2's, under the planner's conservative peak
+    (micro-batches of the longest samples); stage 1 follows the same flag, and the planner sizes it so (a
+    stage 1 that does not fit is raised to ZeRO-3, or refused with the fix, before submission). Unknown
     memory (no `cluster.gpu_mem_gb`) or a config the planner cannot size counts as "does not fit": on.
     """
     try:
