@@ -179,3 +179,17 @@ def test_lora_resume_skips_a_damaged_newest_checkpoint_and_matches_an_uninterrup
     assert [e["step"] for e in resumed["losses"]] == [e["step"] for e in straight["losses"]]
     for a, b in zip(resumed["losses"], straight["losses"]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5), a["step"]
+
+
+def test_token_counters_add_on_the_device_and_are_read_once_per_log_line():
+    from lmm.training.trainer import LmmTrainer
+
+    trainer = LmmTrainer.__new__(LmmTrainer)  # the counters only: no model, no arguments
+    trainer.tokens_seen, trainer.padded_tokens_seen = 5, 0  # as restored from an earlier segment's checkpoint
+    for _ in range(3):
+        trainer.count_tokens({"attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])})
+    # Nothing was turned into a Python int at these steps (on a GPU that would wait for the device each time).
+    assert isinstance(trainer._tokens_pending, torch.Tensor)
+    assert (trainer.tokens_seen, trainer.padded_tokens_seen) == (5 + 3 * 3, 3 * 6)
+    trainer.count_tokens({"input_ids": torch.ones(2, 3)})  # no mask: nothing to count
+    assert trainer.tokens_seen == 14 and trainer._tokens_pending is None

@@ -31,9 +31,23 @@ class LmmTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.train_sampler_factory = train_sampler_factory
         self.projector_lr = projector_lr
-        self.tokens_seen = 0
-        self.padded_tokens_seen = 0
+        self._tokens_before = 0  # non-padding tokens of earlier segments (a resumed run) and of read-outs
+        self._tokens_pending = None  # this segment's since the last read-out: summed where the batch lies
+        self.padded_tokens_seen = 0  # a batch's shape is known on the host: no device sync to count it
         self._last_log = (time.perf_counter(), 0)
+
+    @property
+    def tokens_seen(self) -> int:
+        """Non-padding tokens trained on by this rank. Reading it waits for the device (once per log line),
+        where adding each batch's count as an int would wait at every step."""
+        if self._tokens_pending is not None:
+            self._tokens_before += int(self._tokens_pending)
+            self._tokens_pending = None
+        return self._tokens_before
+
+    @tokens_seen.setter
+    def tokens_seen(self, value: int) -> None:
+        self._tokens_before, self._tokens_pending = int(value), None
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler_factory is None:
@@ -60,11 +74,16 @@ class LmmTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def count_tokens(self, inputs: dict) -> None:
+        """Add a micro-batch's tokens to the counters (the padding ones too), without waiting for the device."""
         mask = inputs.get("attention_mask")
         if mask is not None:
-            self.tokens_seen += int(mask.sum())
-            self.padded_tokens_seen += int(mask.numel())
+            count = mask.sum()
+            self._tokens_pending = count if self._tokens_pending is None else self._tokens_pending + count
+            self.padded_tokens_seen += mask.numel()
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.count_tokens(inputs)
         return super().training_step(model, inputs, num_items_in_batch)
 
     # -- checkpoints without DeepSpeed (DeepSpeed's own checkpoints hold every parameter) ----------
