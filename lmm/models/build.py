@@ -78,8 +78,8 @@ def build_model(cfg: DictConfig, stage: str, stage1_projector: Path | None = Non
     if stage1_projector is not None:
         load_projector(model, stage1_projector)
     model = apply_trainability(model, stage, cfg.tuning, seed=int(cfg.seed))
-    if dtype != torch.float32:
-        trained_weights_in_fp32(model, stage_zero(cfg, stage))
+    if dtype != torch.float32 and trained_weights_in_fp32(model, stage_zero(cfg, stage)):
+        log.info("no DeepSpeed: trained weights kept in fp32 (its master copy), the frozen ones in %s", dtype)
     # Both stages: stage 1's LLM is frozen, but the projector's gradient flows back through every block, so
     # its activations are all kept unless recomputed (LLaVA's pretrain script checkpoints too; the planner
     # sizes stage 1 by the same flag).

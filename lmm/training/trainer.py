@@ -122,7 +122,11 @@ class LmmTrainer(Trainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             load_projector(model, Path(resume_from_checkpoint) / PROJECTOR_FILE)
             return None
-        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        # At the trained weights' dtype: fp32 where they are kept so without DeepSpeed (`trained_weights_in_fp32`),
+        # which `model.dtype` (the first parameter's, a frozen bf16 one) would round; copying into the frozen
+        # bf16 ones is exact.
+        dtype = next((p.dtype for p in model.parameters() if p.requires_grad), model.dtype)
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype)
         model.load_state_dict(saved.state_dict(), strict=True)
         return None
 
