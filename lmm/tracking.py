@@ -57,6 +57,12 @@ def wandb_run_id(run_id: str) -> str:
     return clean
 
 
+def record_wandb_id(record: dict) -> str:
+    """The W&B id a run record's scores go to: the one it was trained under when `lmm.sweep migrate` has since
+    renamed the run (`wandb_id`), else its run id's."""
+    return record.get("wandb_id") or wandb_run_id(record["run_id"])
+
+
 def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:
     """The W&B config of a run: Hydra choices as top-level keys, then ids, hyper-parameters, the config."""
     return {
@@ -72,13 +78,13 @@ def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:
 
 
 def _init(cfg_logger, *, run_id: str, group: str, job_type: str, config: dict | None, folder: Path,
-          mode: str | None = None):
+          mode: str | None = None, wandb_id: str | None = None):
     import wandb
 
     return wandb.init(
         project=cfg_logger.get("project") or "lmm",
         entity=cfg_logger.get("entity"),
-        id=wandb_run_id(run_id),
+        id=wandb_id or wandb_run_id(run_id),
         name=run_id,
         resume="allow",
         group=group,
@@ -185,7 +191,7 @@ def log_eval_scores(run_dir: str | Path, *, mode: str | None = None, force: bool
     configure_environment((config.get("paths") or {}).get("cache_dir") or run_dir / ".cache")
     run = _init(logger, run_id=record["run_id"], group=record.get("sweep") or "default",
                 job_type="finetune" if record.get("kind") == "stage2" else "pretrain", config=None,
-                folder=run_dir, mode=mode)
+                folder=run_dir, mode=mode, wandb_id=record_wandb_id(record))
     run.summary.update(metrics)
     run.finish()
     return True

@@ -23,6 +23,7 @@ from lmm.layout import CONFIG_FILE, JOBS_FILE, RECORD_FILE
 from lmm.pipeline import run_pipeline
 from lmm.records import is_done, read_record, update_record
 from lmm.sweep import run_states
+from lmm.tracking import wandb_run_id
 from lmm.validate import ConfigError, validate_files
 
 FAST = ["debug=fast", "trainer.max_steps=2"]
@@ -186,7 +187,10 @@ def test_migration_renames_runs_stored_under_the_ids_that_hashed_every_recipe(tm
                               f"{folder.name}"]
     assert not report.skipped and "2 stored run(s) renamed to their current id" in report.summary()
     for f in (stage1, folder):
-        assert read_record(f) == records[f]  # run_id, stages' run ids, the stage-1 pointer: as trained now
+        migrated = read_record(f)
+        # W&B: scores logged from now on go to the W&B run it was trained under.
+        assert migrated.pop("wandb_id") == wandb_run_id(old[f.name])
+        assert migrated == records[f]  # run_id, stages' run ids, the stage-1 pointer: as trained now
         assert (view / f.name).is_symlink() and (view / f.name).resolve() == f.resolve() and is_done(view / f.name)
         assert not os.path.lexists(f.with_name(old[f.name])) and not os.path.lexists(view / old[f.name])
     assert read_record(folder)["stage1"] == {**records[folder]["stage1"], "folder": str(stage1)}

@@ -130,6 +130,28 @@ def test_stage1_has_its_own_run_and_eval_scores_resume_the_stage2_run(tracked):
     assert scores["eval/llava_bench/beam1/std"] == 0.2 and scores["cost/gpu_hours_per_node/total"] > 0
 
 
+def test_eval_scores_of_a_migrated_run_go_to_the_w_and_b_run_it_was_trained_under(tmp_path, monkeypatch):
+    from lmm import tracking
+    from lmm.records import write_record
+
+    opened = []
+
+    class Run:
+        summary: dict = {}
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(tracking, "_init", lambda logger, **kw: opened.append(kw) or Run())
+    record = {"run_id": "new-id", "kind": "stage2", "sweep": "s", "config": {"logger": {"name": "wandb"}},
+              "eval": {"synthetic": {"beam1": {"overall": 40.0}}}}
+    write_record(tmp_path, record)
+    assert tracking.log_eval_scores(tmp_path, mode="offline")
+    write_record(tmp_path, {**record, "wandb_id": "old-id"})  # as `lmm.sweep migrate` leaves a renamed run
+    assert tracking.log_eval_scores(tmp_path, mode="offline")
+    assert [(kw["run_id"], kw["wandb_id"]) for kw in opened] == [("new-id", "new-id"), ("new-id", "old-id")]
+
+
 def test_nothing_lands_in_home_and_wandb_folders_stay_under_the_cache(tracked):
     assert sorted(str(p.relative_to(tracked["home"])) for p in tracked["home"].rglob("*")) == []
     cache = tracked["root"] / ".cache" / "wandb"

@@ -24,6 +24,7 @@ from lmm.launch.identity import runs_dir as runs_folder
 from lmm.launch.rundir import is_locked
 from lmm.layout import CHECKPOINTS_DIR, CONFIG_FILE, DONE_FILE, JOBS_FILE, eval_dir
 from lmm.records import RECORD_FILE, is_done, read_record, write_record
+from lmm.tracking import wandb_run_id
 
 log = logging.getLogger(__name__)
 # Duplicate trainings found by `migrate` are kept here (never deleted): runs/.migrated/<sweep>-<id>.
@@ -133,6 +134,8 @@ def _repoint_record(folder: Path, renamed: dict[str, str]) -> None:
     before = json.dumps(record, sort_keys=True)
     summaries = [s for s in (record.get("stages") or {}).values() if isinstance(s, dict)]
     pointer = record.get("stage1") if isinstance(record.get("stage1"), dict) else None
+    if record.get("run_id") in renamed:  # its W&B run keeps the id it was trained under (scores logged later)
+        record.setdefault("wandb_id", wandb_run_id(record["run_id"]))
     for entry in [record, *summaries, *([pointer] if pointer else [])]:
         if entry.get("run_id") in renamed:
             entry["run_id"] = renamed[entry["run_id"]]
