@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # plus text-only mixing and LoRA r8 at 48 px: 12 two-stage runs on the synthetic benchmark, evaluated on
 # 600 image and 600 text-only questions), then its Table 3/4/5-style tables with 95 % intervals, the
 # findings table (the paper's findings, each an effect with its interval and a verdict), cost and plots.
-# Measured from a fresh clone on an idle 2-core machine: 13 min 46 s, set-up included; a second `make demo`
+# Measured from a fresh clone on an idle 2-core machine: 13 min 25 s, set-up included; a second `make demo`
 # skips every finished run and prints the same tables in 23 s.
 # One torch thread per run and one run per core at once (the local submitit launcher: each job in its own
 # process, started when its stage 1 is done, each run's evaluation in its training's process;
