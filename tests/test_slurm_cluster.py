@@ -19,7 +19,7 @@ import pytest
 import submitit
 from omegaconf import OmegaConf
 
-from lmm.launch.jobs import ACTIVE_STATES
+from lmm.launch.jobs import ACTIVE_STATES, state_name
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -50,7 +50,7 @@ def _final_state(job: submitit.Job, deadline_s: float = DEADLINE_S) -> str:
     reports PENDING (seen on a cluster just started), so a state read at once is a race."""
     t0 = time.monotonic()
     while True:
-        state = (_state(job).split() or ["UNKNOWN"])[0]  # "CANCELLED by 0" → CANCELLED
+        state = state_name(_state(job))  # "CANCELLED by 0" → CANCELLED
         if state not in ACTIVE_STATES | {"UNKNOWN"} or time.monotonic() - t0 >= deadline_s:
             return state
         time.sleep(0.5)

@@ -20,7 +20,7 @@ import pytest
 
 from lmm.config import compose
 from lmm.launch.identity import run_dir, stage1_dir
-from lmm.launch.jobs import ACTIVE_STATES, latest_job, read_jobs
+from lmm.launch.jobs import ACTIVE_STATES, latest_job, read_jobs, state_name
 from lmm.launch.rundir import read_attempts
 from lmm.records import is_done, read_record
 from lmm.sweep import run_states
@@ -39,7 +39,7 @@ def _ended(job) -> bool:
     """Whether SLURM has ended the job. Not submitit's `done()`: it takes a state outside its short list of
     incomplete ones (CONFIGURING while a multi-node job's nodes get ready, REQUEUE_HOLD, …) for the end, which
     failed this file's requeue test in CI while its job was starting."""
-    state = (job.watcher.get_state(job.job_id, mode="force").split() or ["UNKNOWN"])[0]
+    state = state_name(job.watcher.get_state(job.job_id, mode="force"))
     return state not in ACTIVE_STATES | {"UNKNOWN", "READY", "PREEMPTED"}
 
 

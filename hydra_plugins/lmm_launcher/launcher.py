@@ -479,9 +479,9 @@ def _wait_until_ended(handle) -> None:
     (CONFIGURING), one held after a requeue (REQUEUE_HOLD) or a SUSPENDED one would then be reported as failed
     ("has not produced any output") while it goes on running.
     """
-    from lmm.launch.jobs import ACTIVE_STATES
+    from lmm.launch.jobs import ACTIVE_STATES, state_name
 
-    while not handle.paths.result_pickle.exists() and (str(handle.state).upper() in ACTIVE_STATES
+    while not handle.paths.result_pickle.exists() and (state_name(handle.state) in ACTIVE_STATES
                                                         or not handle.done()):
         time.sleep(JOB_POLL_S)
 

@@ -69,6 +69,12 @@ def _run(cmd: list[str]) -> str:
     return out.stdout if out.returncode == 0 else ""
 
 
+def state_name(text: str) -> str:
+    """A SLURM state as sacct or submitit gives it, without the detail some carry: "CANCELLED by 0" → CANCELLED
+    (UNKNOWN for an empty one)."""
+    return (str(text).split() or ["UNKNOWN"])[0].upper()
+
+
 def slurm_job_ids(jobs) -> list[str]:
     """Ids of the jobs (jobs.jsonl entries, None for none) that went to SLURM: a local executor's job id is a
     process id, which SLURM does not know or, worse, knows as another job (and a SLURM query without a
@@ -95,7 +101,7 @@ def queue_states(job_ids: list[str]) -> dict[str, QueueState]:
         for line in _run(["sacct", "-X", "-n", "-P", "-j", ",".join(missing), "-o", "JobID,State"]).splitlines():
             job, _, state = line.partition("|")
             if job in missing and state:
-                states[job] = QueueState(state.split()[0])  # "CANCELLED by 0" → CANCELLED
+                states[job] = QueueState(state_name(state))
     restarts = _restarts([j for j, s in states.items() if s.active])
     return {j: QueueState(s.state, s.reason, restarts.get(j, 0)) for j, s in states.items()}
 
