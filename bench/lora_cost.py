@@ -53,9 +53,20 @@ def measure(width: int, args, root: str) -> dict:
             "trainable_fraction": lora["trainable_params"] / full["trainable_params"]}
 
 
+def widths(text: str) -> list[int]:
+    """`--widths`: comma-separated LLM widths, each a positive multiple of 32 (the toy's heads are 32 wide)."""
+    try:
+        values = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        values = []
+    if not values or any(w <= 0 or w % 32 for w in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths that are positive multiples of 32, e.g. 256,512")
+    return values
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", default="256,512,1024", help="LLM hidden sizes (tiny_l: 256)")
+    parser.add_argument("--widths", type=widths, default="256,512,1024", help="LLM hidden sizes (tiny_l: 256)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     root = args.root or tempfile.mkdtemp(prefix="lmm-bench-")
-    rows = [measure(int(w), args, root) for w in args.widths.split(",") if w]
+    rows = [measure(width, args, root) for width in args.widths]
     device = "GPU" if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread(s)"
     print(f"LoRA r8 vs full fine-tuning, seconds per step ({device}; batch {args.batch} × {args.seq} tokens; "
           f"best of {args.repeats} × {args.steps} steps)")

@@ -276,3 +276,14 @@ def test_lora_cost_bench_times_full_and_lora_at_each_width(root, tmp_path):
     assert row["full_step_s"] > 0 and row["lora_step_s"] > 0
     assert row["lora_over_full"] == row["lora_step_s"] / row["full_step_s"]
     assert 0 < row["trainable_fraction"] < 1  # LoRA trains the adapters and the projector only
+
+
+@pytest.mark.parametrize("bad", ["abc", "256,100", "0", ","])
+def test_lora_cost_bench_refuses_a_width_naming_the_option(bad, capsys):
+    from bench.lora_cost import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--widths", bad])
+    assert refused.value.code == 2
+    assert f"argument --widths: {bad!r}: give widths that are positive multiples of 32, e.g. 256,512" in \
+        capsys.readouterr().err
