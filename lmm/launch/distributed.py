@@ -25,7 +25,7 @@ def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
 
     - Inside a submitit job or an srun task: submitit's TorchDistributedEnvironment reads them from
       the job's variables (first host of the node list as master, a port derived from the job id),
-      multi-node included.
+      multi-node included; a one-task job gets a free port instead.
       CUDA_VISIBLE_DEVICES is left alone: each task picks its GPU by LOCAL_RANK.
     - Under torchrun (RANK already set): nothing to do.
     - A lone process that needs a process group (DeepSpeed): rank 0 of 1 on a free local port.
@@ -37,6 +37,11 @@ def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
 
         os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # a plain srun task: SLURM's variables
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if os.environ["WORLD_SIZE"] == "1":
+            # No peer has to agree on the port of a one-task job: a free one, not the one submitit derives from
+            # the job id (a local job's id is a process id; another job or any socket may hold that port, and
+            # the process group then fails with EADDRINUSE).
+            os.environ["MASTER_PORT"] = str(_free_port())
     elif need_process_group:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
