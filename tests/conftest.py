@@ -38,6 +38,29 @@ def pytest_configure(config):
             "once on the shared cluster. Install the project's pin: pip install 'pytest>=8,<9'")
 
 
+DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _rank_variables_do_not_leak():
+    """Fail a test that leaves torch.distributed's rank variables in os.environ, and put them back.
+
+    Every training process a later test starts on the same worker inherits them, takes itself for a torchrun rank
+    and binds that one MASTER_PORT (CI once failed six tests with EADDRINUSE that way).
+    """
+    before = {var: os.environ.get(var) for var in DISTRIBUTED_VARS}
+    yield
+    after = {var: os.environ.get(var) for var in DISTRIBUTED_VARS}
+    if after != before:
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        changed = sorted(var for var in DISTRIBUTED_VARS if after[var] != before[var])
+        pytest.fail(f"the test left {', '.join(changed)} changed in os.environ (restored now)")
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """$LMM_CACHE_DIR, else <repo>/.cache (git-ignored): downloads kept across test runs."""
