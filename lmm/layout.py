@@ -24,11 +24,12 @@ EVAL_DIR = "eval"
 CONFIG_FILE = "config.yaml"  # the resolved config a run saves (python -m lmm.eval +run=PATH reads it)
 JOBS_FILE = "jobs.jsonl"  # the SLURM jobs submitted for the run (lmm.launch.jobs)
 JOB_LOGS_DIR = "jobs"  # jobs/<job id>/: submitit's scripts, pickles and logs of each job (the launcher)
+WANDB_ID_FILE = "wandb_id"  # the W&B id a run was first tracked under, kept when `lmm.sweep migrate` renames it
 
 # The names a finished or running run folder may hold at its top.
 ENTRIES = frozenset({RECORD_FILE, DONE_FILE, FAILED_FILE, ATTEMPTS_FILE, LOCK_FILE, EVAL_LOCK_FILE, PROJECTOR_FILE,
                      MODEL_DIR, ADAPTER_DIR, CHECKPOINTS_DIR, EVAL_DIR, CONFIG_FILE, JOBS_FILE,
-                     JOB_LOGS_DIR})
+                     JOB_LOGS_DIR, WANDB_ID_FILE})
 
 
 def projector_file(folder: Path) -> Path:

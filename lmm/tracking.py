@@ -2,10 +2,11 @@
 
 `start_tracking` opens the W&B run before the Trainer is built into training, so the Trainer's own
 `WandbCallback` (report_to="wandb") logs loss, learning rate, tokens/s and peak memory into *our* run:
-id = the run id (resume="allow": a requeued job continues the same W&B run), group = the sweep,
-job_type = the stage, config = the Hydra choices as top-level keys + `hp` (resolved hyper-parameters)
-+ `cfg` (the whole resolved config). `finish_tracking` adds the stage's statistics and cost to the run
-summary; `log_eval_scores(run_dir)` adds the evaluation scores of a run record when they land.
+id = the run id (resume="allow": a requeued job continues the same W&B run; a run renamed by
+`lmm.sweep migrate` keeps its first one), group = the sweep, job_type = the stage, config = the Hydra
+choices as top-level keys + `hp` (resolved hyper-parameters) + `cfg` (the whole resolved config).
+`finish_tracking` adds the stage's statistics and cost to the run summary; `log_eval_scores(run_dir)` adds
+the evaluation scores of a run record when they land.
 
 Every W&B file stays out of $HOME: the run's files go under the run folder (`<run>/wandb/`), W&B's
 cache, config, data and artifact folders under `paths.cache_dir/wandb/` (unless WANDB_CACHE_DIR,
@@ -24,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lmm.launch.identity import stage0_id, stage1_id, stage2_id
+from lmm.layout import WANDB_ID_FILE
 from lmm.ranks import is_main_process
 from lmm.records import choices, eval_scores, hparams, read_record, stage_summary
 
@@ -57,10 +59,11 @@ def wandb_run_id(run_id: str) -> str:
     return clean
 
 
-def record_wandb_id(record: dict) -> str:
-    """The W&B id a run record's scores go to: the one it was trained under when `lmm.sweep migrate` has since
-    renamed the run (`wandb_id`), else its run id's."""
-    return record.get("wandb_id") or wandb_run_id(record["run_id"])
+def folder_wandb_id(folder: str | Path, run_id: str) -> str:
+    """The W&B id of the run in `folder`: the one it was first tracked under when `lmm.sweep migrate` has since
+    renamed it (its `wandb_id` file: a resumed or evaluated run goes on in that W&B run), else its run id's."""
+    kept = Path(folder) / WANDB_ID_FILE
+    return kept.read_text().strip() if kept.is_file() else wandb_run_id(run_id)
 
 
 def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:
@@ -78,13 +81,13 @@ def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:
 
 
 def _init(cfg_logger, *, run_id: str, group: str, job_type: str, config: dict | None, folder: Path,
-          mode: str | None = None, wandb_id: str | None = None):
+          wandb_id: str, mode: str | None = None):
     import wandb
 
     return wandb.init(
         project=cfg_logger.get("project") or "lmm",
         entity=cfg_logger.get("entity"),
-        id=wandb_id or wandb_run_id(run_id),
+        id=wandb_id,
         name=run_id,
         resume="allow",
         group=group,
@@ -130,7 +133,7 @@ def start_tracking(cfg: DictConfig, out_dir: Path, stage: str, trainer=None) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _init(OmegaConf.to_container(cfg.logger, resolve=True), run_id=run_id, group=cfg.sweep,
-                job_type=stage, config=config, folder=out_dir)
+                job_type=stage, config=config, folder=out_dir, wandb_id=folder_wandb_id(out_dir, run_id))
     if trainer is not None:
         top_level = {k: v for k, v in config.items() if k not in ("hp", "cfg")}
         trainer.add_callback(_reassert_choices_callback(run, top_level))
@@ -191,7 +194,7 @@ def log_eval_scores(run_dir: str | Path, *, mode: str | None = None, force: bool
     configure_environment((config.get("paths") or {}).get("cache_dir") or run_dir / ".cache")
     run = _init(logger, run_id=record["run_id"], group=record.get("sweep") or "default",
                 job_type="finetune" if record.get("kind") == "stage2" else "pretrain", config=None,
-                folder=run_dir, mode=mode, wandb_id=record_wandb_id(record))
+                folder=run_dir, mode=mode, wandb_id=folder_wandb_id(run_dir, record["run_id"]))
     run.summary.update(metrics)
     run.finish()
     return True

@@ -19,7 +19,7 @@ from lmm.config import compose
 from lmm.launch.identity import run_dir, stage0_id, stage1_dir, stage1_id, stage2_id, sweep_link
 from lmm.launch.rundir import read_attempts, run_lock
 from lmm.launch.store import MIGRATED, former_id_problems, link_into_sweep, migrate
-from lmm.layout import CONFIG_FILE, JOBS_FILE, RECORD_FILE
+from lmm.layout import CONFIG_FILE, JOBS_FILE, RECORD_FILE, WANDB_ID_FILE
 from lmm.pipeline import run_pipeline
 from lmm.records import is_done, read_record, update_record
 from lmm.sweep import run_states
@@ -187,10 +187,9 @@ def test_migration_renames_runs_stored_under_the_ids_that_hashed_every_recipe(tm
                               f"{folder.name}"]
     assert not report.skipped and "2 stored run(s) renamed to their current id" in report.summary()
     for f in (stage1, folder):
-        migrated = read_record(f)
-        # W&B: scores logged from now on go to the W&B run it was trained under.
-        assert migrated.pop("wandb_id") == wandb_run_id(old[f.name])
-        assert migrated == records[f]  # run_id, stages' run ids, the stage-1 pointer: as trained now
+        # W&B: a resumed training and the scores logged from now on go to the W&B run it was first tracked under.
+        assert (f / WANDB_ID_FILE).read_text() == wandb_run_id(old[f.name]) + "\n"
+        assert read_record(f) == records[f]  # run_id, stages' run ids, the stage-1 pointer: as trained now
         assert (view / f.name).is_symlink() and (view / f.name).resolve() == f.resolve() and is_done(view / f.name)
         assert not os.path.lexists(f.with_name(old[f.name])) and not os.path.lexists(view / old[f.name])
     assert read_record(folder)["stage1"] == {**records[folder]["stage1"], "folder": str(stage1)}
@@ -228,3 +227,5 @@ def test_migration_leaves_running_duplicate_and_unexplained_stored_runs_alone(tm
     # Once it has ended, the running one is renamed.
     now = stage2_id(compose([f"paths.root={tmp_path}", "seed=1"]))
     assert migrate(runs).renamed == [f"stage2/{running.name} -> {now}"]
+    # Unfinished (no record): its resumed training goes on in the W&B run it was first tracked under.
+    assert (running.with_name(now) / WANDB_ID_FILE).read_text() == wandb_run_id(running.name) + "\n"

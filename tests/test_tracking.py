@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -130,8 +131,11 @@ def test_stage1_has_its_own_run_and_eval_scores_resume_the_stage2_run(tracked):
     assert scores["eval/llava_bench/beam1/std"] == 0.2 and scores["cost/gpu_hours_per_node/total"] > 0
 
 
-def test_eval_scores_of_a_migrated_run_go_to_the_w_and_b_run_it_was_trained_under(tmp_path, monkeypatch):
+def test_a_migrated_run_resumes_and_logs_its_scores_in_the_w_and_b_run_it_was_first_tracked_under(
+        tmp_path, monkeypatch):
     from lmm import tracking
+    from lmm.launch.identity import stage2_id
+    from lmm.layout import WANDB_ID_FILE
     from lmm.records import write_record
 
     opened = []
@@ -143,13 +147,20 @@ def test_eval_scores_of_a_migrated_run_go_to_the_w_and_b_run_it_was_trained_unde
             pass
 
     monkeypatch.setattr(tracking, "_init", lambda logger, **kw: opened.append(kw) or Run())
+    cfg = compose([f"paths.root={tmp_path}", "debug=fast", "logger=wandb", f"paths.cache_dir={tmp_path / 'cache'}"])
     record = {"run_id": "new-id", "kind": "stage2", "sweep": "s", "config": {"logger": {"name": "wandb"}},
               "eval": {"synthetic": {"beam1": {"overall": 40.0}}}}
-    write_record(tmp_path, record)
-    assert tracking.log_eval_scores(tmp_path, mode="offline")
-    write_record(tmp_path, {**record, "wandb_id": "old-id"})  # as `lmm.sweep migrate` leaves a renamed run
-    assert tracking.log_eval_scores(tmp_path, mode="offline")
-    assert [(kw["run_id"], kw["wandb_id"]) for kw in opened] == [("new-id", "new-id"), ("new-id", "old-id")]
+    folder = tmp_path / "run"
+    with mock.patch.dict(os.environ):  # configure_environment exports W&B's folders
+        for renamed in (False, True):
+            if renamed:  # as `lmm.sweep migrate` leaves a run it renamed, finished or not
+                (folder / WANDB_ID_FILE).write_text("old-id\n")
+            start_tracking(cfg, folder, "finetune")
+            write_record(folder, record)
+            assert tracking.log_eval_scores(folder, mode="offline")
+    trained = stage2_id(cfg)  # the training opens its run under the config's id, the scores under the record's
+    assert [(kw["run_id"], kw["wandb_id"]) for kw in opened] == [
+        (trained, wandb_run_id(trained)), ("new-id", "new-id"), (trained, "old-id"), ("new-id", "old-id")]
 
 
 def test_nothing_lands_in_home_and_wandb_folders_stay_under_the_cache(tracked):
@@ -167,10 +178,10 @@ def test_logger_none_opens_no_run_and_ids_are_w_and_b_safe(tmp_path, monkeypatch
     assert wandb_run_id("a/b:c;d,e#f?g") == "a-b-c-d-e-f-g"
     long = wandb_run_id("x" * 300)
     assert len(long) == 128 and long != wandb_run_id("x" * 301)
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "mine"))
-    for var in ("WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    dirs = configure_environment(tmp_path / "cache")
+    with mock.patch.dict(os.environ, {"WANDB_CACHE_DIR": str(tmp_path / "mine")}):  # the export is undone after
+        for var in ("WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+            os.environ.pop(var, None)
+        dirs = configure_environment(tmp_path / "cache")
     assert dirs["WANDB_CACHE_DIR"] == str(tmp_path / "mine")  # an explicit setting wins
     assert dirs["WANDB_CONFIG_DIR"] == str((tmp_path / "cache" / "wandb" / "config").resolve())
 

@@ -19,10 +19,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lmm.atomic import write_text_atomic
 from lmm.launch.identity import STAGE1_STORE, STAGE2_STORE, STORES, stage1_id, stage2_id
 from lmm.launch.identity import runs_dir as runs_folder
 from lmm.launch.rundir import is_locked
-from lmm.layout import CHECKPOINTS_DIR, CONFIG_FILE, DONE_FILE, JOBS_FILE, eval_dir
+from lmm.layout import CHECKPOINTS_DIR, CONFIG_FILE, DONE_FILE, JOBS_FILE, WANDB_ID_FILE, eval_dir
 from lmm.records import RECORD_FILE, is_done, read_record, write_record
 from lmm.tracking import wandb_run_id
 
@@ -134,8 +135,6 @@ def _repoint_record(folder: Path, renamed: dict[str, str]) -> None:
     before = json.dumps(record, sort_keys=True)
     summaries = [s for s in (record.get("stages") or {}).values() if isinstance(s, dict)]
     pointer = record.get("stage1") if isinstance(record.get("stage1"), dict) else None
-    if record.get("run_id") in renamed:  # its W&B run keeps the id it was trained under (scores logged later)
-        record.setdefault("wandb_id", wandb_run_id(record["run_id"]))
     for entry in [record, *summaries, *([pointer] if pointer else [])]:
         if entry.get("run_id") in renamed:
             entry["run_id"] = renamed[entry["run_id"]]
@@ -154,7 +153,13 @@ def _repoint_jobs(old: Path, new: Path) -> None:
 
 
 def _rename_run(folder: Path, new_id: str, links: list[Path]) -> Path:
-    """Rename a stored run to its new id and make each sweep view's link follow it under the new name."""
+    """Rename a stored run to its new id and make each sweep view's link follow it under the new name.
+
+    The W&B id it was tracked under is kept in the folder (unless an earlier rename kept one): a resumed
+    training and the scores logged later go on in that W&B run, finished or not.
+    """
+    if not (folder / WANDB_ID_FILE).exists():
+        write_text_atomic(folder / WANDB_ID_FILE, wandb_run_id(folder.name) + "\n")
     target = folder.with_name(new_id)
     folder.rename(target)
     _repoint_jobs(folder, target)
