@@ -165,6 +165,40 @@ def test_dry_run_fails_on_a_predicted_oom(tmp_path):
     assert "Dry run: predicted out of memory" in out.stderr and "[train] 65b" in out.stderr
 
 
+def test_grid_points_that_do_not_compose_are_all_listed_and_nothing_is_submitted(tmp_path):
+    out = _dry_run(tmp_path, "model=tiny_s,nope", "tuning.rank=8,x")
+    assert out.returncode != 0 and "[train]" not in out.stdout
+    assert out.stderr.startswith(
+        "Dry run: these grid points could not be submitted; invalid grid points:\n"
+        f"#1 dry_run=True model=tiny_s tuning.rank=x paths.root={tmp_path}:\n"
+        "Error merging override tuning.rank=x\nValue 'x' of type 'str' could not be converted to Integer\n"), \
+        out.stderr[-3000:]
+    for num, rank in ((2, 8), (3, "x")):
+        assert (f"#{num} dry_run=True model=nope tuning.rank={rank} paths.root={tmp_path}:\n"
+                "In 'train': Could not find 'model/nope'\n\nAvailable options in 'model':\n\t13b\n") in out.stderr
+    assert "Config search path" not in out.stderr and not list(tmp_path.rglob("jobs.jsonl"))
+
+
+def test_the_sweeper_leaves_composing_each_grid_point_to_lmms_launchers():
+    """Hydra's sweeper composes every point once before launching it; lmm's launchers compose each one themselves."""
+    from hydra_plugins.lmm_launcher.launcher import LmmLocalLauncher, LmmSlurmLauncher, LmmSweeper
+
+    composed = []
+
+    class Loader:
+        def load_sweep_config(self, master_config, sweep_overrides):
+            composed.append(sweep_overrides)
+
+    batch = [["model=tiny_s"], ["model=tiny_m"]]
+    for launcher, times in ((LmmLocalLauncher, 0), (LmmSlurmLauncher, 0), (object, 2)):
+        sweeper = LmmSweeper(max_batch_size=None)
+        sweeper.hydra_context, sweeper.config = type("Context", (), {"config_loader": Loader()})(), {}
+        sweeper.launcher = object.__new__(launcher)
+        composed.clear()
+        sweeper.validate_batch_is_legal(batch)
+        assert composed == batch[:times], launcher  # Hydra's own launcher: checked first, as before
+
+
 def test_job_resources_come_from_the_jobs_own_preset(monkeypatch):
     monkeypatch.setenv("LMM_SLURM_PARTITION", "gpu")
     monkeypatch.setenv("LMM_SLURM_ACCOUNT", "proj")
