@@ -199,6 +199,54 @@ def test_the_sweeper_leaves_composing_each_grid_point_to_lmms_launchers():
         assert composed == batch[:times], launcher  # Hydra's own launcher: checked first, as before
 
 
+def test_time_limit_notes_and_problems():
+    from lmm.plan.timelimit import allocations, time_note, time_problem
+
+    assert [allocations(h, 60) for h in (0.01, 1.0, 1.01, 40.9)] == [1, 1, 2, 41]
+    assert time_note(0.9, 1, 60, 20) is None and time_note(None, 1, 60, 20) is None
+    assert time_note(40.9, 1, 1440, 20) == ("time: 40.9 h predicted on 1 node(s), over the 1440-min limit: 2 "
+                                             "allocations (1 requeue(s) of the 20 allowed, each resuming from its "
+                                             "last checkpoint)")
+    assert time_problem("stage1", "s1", 21.0, 1, 60, 20) is None  # 21 allocations: 20 requeues, all allowed
+    assert time_problem("stage1", "s1", 21.01, 1, 60, 20) == (
+        "[stage1] s1 is predicted to take 21.0 h on 1 node(s): 22 allocations of 60 min, but "
+        "hydra.launcher.max_num_timeout=20 allows 21, and it would be abandoned unfinished. Fixes: more nodes "
+        "(pretrain.nodes=2), cluster.timeout_min=61, hydra.launcher.max_num_timeout=21, or plan.force=true.")
+    assert "(tuning.nodes=3)" in time_problem("train", "r", 50.0, 1, 60, 20)
+
+
+def test_dry_run_refuses_a_job_that_would_outlast_its_requeues_and_names_the_fixes(tmp_path):
+    """The 65B stage 1 takes about 41 h on its one node: 41 one-hour allocations, 20 requeues allowed."""
+    args = ["model=65b", "tuning=lora", "cluster.timeout_min=60"]
+    out = _dry_run(tmp_path, *args)
+    assert out.returncode == 2, out.stderr[-3000:]
+    stage0, stage1, train = ("[" + part for part in out.stdout.split("\n[")[1:4])
+    assert "time: 14.8 h predicted on 4 node(s), over the 60-min limit: 15 allocations (14 requeue(s)" in stage0
+    assert "time: 40.9 h predicted on 1 node(s), over the 60-min limit: 41 allocations (40 requeue(s)" in stage1
+    assert "time: 4.8 h predicted on 2 node(s)" in train
+    assert out.stderr == (
+        "Dry run: predicted to outlast the requeues their jobs are allowed (the real submit refuses these):\n"
+        f"  {stage1.split()[0]} {stage1.split()[1]} is predicted to take 40.9 h on 1 node(s): 41 allocations of 60 "
+        "min, but hydra.launcher.max_num_timeout=20 allows 21, and it would be abandoned unfinished. Fixes: more "
+        "nodes (pretrain.nodes=2), cluster.timeout_min=117, hydra.launcher.max_num_timeout=40, or "
+        "plan.force=true.\n")
+    assert _dry_run(tmp_path, *args, "pretrain.nodes=2").returncode == 0
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_a_job_that_would_outlast_its_requeues_is_not_submitted(tmp_path):
+    # A tiny run made slow on paper: one achieved GFLOP/s per "GPU" stretches it over many one-minute allocations.
+    overrides = ["debug=fast", "cluster=localhost_slurm", "cluster.timeout_min=1", "plan.achieved_tflops_per_gpu=1e-6",
+                 "hydra.launcher.max_num_timeout=2"]
+    out = _train(tmp_path, "-m", "hydra/launcher=slurm", *overrides)
+    assert out.returncode == 2 and out.stderr.startswith("Not submitting; invalid grid points:\n[stage1] s1-tiny_s"), \
+        out.stderr[-3000:]
+    assert "hydra.launcher.max_num_timeout=2 allows 3, and it would be abandoned unfinished" in out.stderr
+    # Only Hydra's record of the command: no job, no run folder, no sweep link.
+    assert [p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()] == ["multirun.yaml"]
+
+
 def test_job_resources_come_from_the_jobs_own_preset(monkeypatch):
     monkeypatch.setenv("LMM_SLURM_PARTITION", "gpu")
     monkeypatch.setenv("LMM_SLURM_ACCOUNT", "proj")

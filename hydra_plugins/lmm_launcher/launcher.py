@@ -403,6 +403,9 @@ class _LmmSubmititMixin:
         specs, notes = self._plan(points, check_memory)
         if dry_run:
             return self._dry_run(points, specs, notes)
+        if self._EXECUTOR == "slurm":  # a job that would be abandoned unfinished: nothing is submitted
+            _refuse([problem for spec in specs if spec.kind != "eval"
+                     for problem in [self._time_check(spec, _job_plan(spec))[1]] if problem])
         for point in points:  # every run of the sweep appears in its view, trained or not
             link_into_sweep(point.folder, sweep_link(point.cfg))
         for note in notes:
@@ -423,13 +426,12 @@ class _LmmSubmititMixin:
         """Print every job (request, dependencies, plan) and the totals; fail when a point would not fit."""
         from lmm.dryrun import format_plan
         from lmm.launch.identity import stage1_dir
-        from lmm.plan.preflight import preflight
         from lmm.records import is_done
 
         print(f"{len(points)} grid point(s) → {len(specs)} job(s): "
               + ", ".join(f"{sum(s.kind == k for s in specs)} {k}" for k in JOB_KINDS), flush=True)
         stage_hours: dict = {}
-        oom = []
+        oom, too_long = [], []
         by_num = {p.num: p.cfg for p in points}
         for spec in specs:
             print(spec.describe())
@@ -437,14 +439,15 @@ class _LmmSubmititMixin:
                 print(f"    evaluates: {', '.join(spec.cfg.eval.benchmarks)} (beams "
                       f"{', '.join(str(by_num[num].eval.num_beams) for num, _ in spec.calls)})")
                 continue
-            # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own).
-            present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))
             own_job = "trained first by its own stage-1 job" if spec.kind == "train" and (
                 any(d.kind == "stage1" for d in spec.after) or spec.after_ids) else None
-            # Every job but a stage-0 one finds its stage-0 LLM done, or waits for its stage-0 job.
-            plan = preflight(spec.cfg, stage1_present=present, stage0_present=spec.kind != "stage0")
-            text = format_plan(spec.cfg, present, stage1_state=own_job, plan=plan)
-            print("\n".join("    " + line for line in text.splitlines()), flush=True)
+            plan = _job_plan(spec)
+            text = format_plan(spec.cfg, spec.kind == "train" or is_done(stage1_dir(spec.cfg)), stage1_state=own_job,
+                               plan=plan)
+            note, problem = self._time_check(spec, plan)
+            print("\n".join("    " + line for line in [*text.splitlines(), *([note] if note else [])]), flush=True)
+            if problem:
+                too_long.append(problem)
             for stage in plan.stages:
                 if not stage.reused:
                     stage_hours.setdefault(stage.stage, {})[stage.run_id] = stage.gpu_hours_per_node
@@ -457,10 +460,27 @@ class _LmmSubmititMixin:
             known = [h for h in hours.values() if h is not None]
             total = f"{sum(known):.1f}" if len(known) == len(hours) else f"≥ {sum(known):.1f} (some unknown)"
             print(f"{label} trainings: {len(hours)}, GPU-hours per node: {total}")
+        failures = []
         if oom:
-            _fail("Dry run: predicted out of memory (the real submit refuses these; plan.force=true overrides):\n"
-                  + "\n".join(f"  [{s.kind}] {s.run_id}" for s in oom))
+            failures += ["Dry run: predicted out of memory (the real submit refuses these; plan.force=true overrides):",
+                         *(f"  [{s.kind}] {s.run_id}" for s in oom)]
+        if too_long:
+            failures += ["Dry run: predicted to outlast the requeues their jobs are allowed (the real submit refuses "
+                         "these):", *(f"  {problem}" for problem in too_long)]
+        if failures:
+            _fail("\n".join(failures))
         return [_result(p, "dry run") for p in points]
+
+    def _time_check(self, spec: JobSpec, plan) -> tuple:
+        """(the dry run's time line, why it must not be submitted) of a SLURM job, from its predicted wall time,
+        its time limit and the requeues allowed; no reason with plan.force, neither on the local executor."""
+        from lmm.plan.timelimit import time_note, time_problem
+
+        if self._EXECUTOR != "slurm":
+            return None, None
+        r, requeues = spec.resources, int(self.params["max_num_timeout"])
+        problem = time_problem(spec.kind, spec.run_id, plan.wall_hours, r.nodes, r.time_min, requeues)
+        return time_note(plan.wall_hours, r.nodes, r.time_min, requeues), None if spec.cfg.plan.force else problem
 
     def _collect(self, points: list, specs: list) -> list:
         """Wait for every job; a failed one is reported with its error and log, the others go on."""
@@ -500,6 +520,18 @@ def _wait_until_ended(handle) -> None:
     while not handle.paths.result_pickle.exists() and (state_name(handle.state) in ACTIVE_STATES
                                                         or not handle.done()):
         time.sleep(JOB_POLL_S)
+
+
+def _job_plan(spec: JobSpec):
+    """The planner's prediction for the stages a stage-0, stage-1 or train job runs."""
+    from lmm.launch.identity import stage1_dir
+    from lmm.plan.preflight import preflight
+    from lmm.records import is_done
+
+    # A train job's stage 1 is done, or is the stage-1 job it waits for (planned on its own). Every job but a
+    # stage-0 one finds its stage-0 LLM done, or waits for its stage-0 job.
+    present = spec.kind == "train" or is_done(stage1_dir(spec.cfg))
+    return preflight(spec.cfg, stage1_present=present, stage0_present=spec.kind != "stage0")
 
 
 def _refuse(problems: list, dry_run: bool = False) -> None:
