@@ -404,8 +404,8 @@ class _LmmSubmititMixin:
         if dry_run:
             return self._dry_run(points, specs, notes)
         if self._EXECUTOR == "slurm":  # a job that would be abandoned unfinished: nothing is submitted
-            _refuse([problem for spec in specs if spec.kind != "eval"
-                     for problem in [self._time_check(spec, _job_plan(spec))[1]] if problem])
+            too_long = [self._time_check(spec, _job_plan(spec))[1] for spec in specs if spec.kind != "eval"]
+            _refuse([problem for problem in too_long if problem])
         for point in points:  # every run of the sweep appears in its view, trained or not
             link_into_sweep(point.folder, sweep_link(point.cfg))
         for note in notes:
@@ -423,7 +423,8 @@ class _LmmSubmititMixin:
         return self._collect(points, specs)
 
     def _dry_run(self, points: list, specs: list, notes: list) -> list:
-        """Print every job (request, dependencies, plan) and the totals; fail when a point would not fit."""
+        """Print every job (request, dependencies, plan) and the totals; fail when a job would not fit its GPUs'
+        memory or not end within its requeues."""
         from lmm.dryrun import format_plan
         from lmm.launch.identity import stage1_dir
         from lmm.records import is_done
@@ -535,7 +536,7 @@ def _job_plan(spec: JobSpec):
 
 
 def _refuse(problems: list, dry_run: bool = False) -> None:
-    """Nothing is submitted when any grid point (or its stage 1) is invalid or predicted not to fit."""
+    """Nothing is submitted when any grid point (or its stage 1) is invalid, or predicted not to fit or not to end."""
     if problems:
         what = "Dry run: these grid points could not be submitted" if dry_run else "Not submitting"
         _fail(f"{what}; invalid grid points:\n" + "\n".join(problems))
