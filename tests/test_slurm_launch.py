@@ -144,7 +144,9 @@ def test_dry_run_shows_each_job_its_request_and_dependency_and_the_qlora_65b_fit
     assert "1 grid point(s) → 4 job(s): 1 stage0, 1 stage1, 1 train, 1 eval" in text
     stage0, stage1, train, evaluation = ("[" + part for part in text.split("\n[")[1:5])
     assert stage0.startswith("[stage0] s0-65b-sharegpt-") and "--nodes=4 --ntasks-per-node=8" in stage0
-    assert stage1.startswith("[stage1] s1-65b") and "--nodes=1 --ntasks-per-node=8" in stage1
+    # Stage 1 on 2 nodes: about 20 h, within one 24-h allocation (41 h on one node).
+    assert stage1.startswith("[stage1] s1-65b") and "--nodes=2 --ntasks-per-node=8" in stage1
+    assert "time:" not in stage1
     assert f"after: stage0 job of {stage0.split()[1]}" in stage1
     # Stage 1 under ZeRO-2 would hold the bf16 65B LLM on every GPU: it gets ZeRO-3 on its own.
     assert "[pretrain] trainable: projector (CLIP and LLM frozen); DeepSpeed ZeRO-3" in stage1
@@ -216,8 +218,8 @@ def test_time_limit_notes_and_problems():
 
 
 def test_dry_run_refuses_a_job_that_would_outlast_its_requeues_and_names_the_fixes(tmp_path):
-    """The 65B stage 1 takes about 41 h on its one node: 41 one-hour allocations, 20 requeues allowed."""
-    args = ["model=65b", "tuning=lora", "cluster.timeout_min=60"]
+    """The 65B stage 1 takes about 41 h on one node: 41 one-hour allocations, 20 requeues allowed."""
+    args = ["model=65b", "tuning=lora", "cluster.timeout_min=60", "pretrain.nodes=1"]
     out = _dry_run(tmp_path, *args)
     assert out.returncode == 2, out.stderr[-3000:]
     stage0, stage1, train = ("[" + part for part in out.stdout.split("\n[")[1:4])
@@ -230,7 +232,7 @@ def test_dry_run_refuses_a_job_that_would_outlast_its_requeues_and_names_the_fix
         "min, but hydra.launcher.max_num_timeout=20 allows 21, and it would be abandoned unfinished. Fixes: more "
         "nodes (pretrain.nodes=2), cluster.timeout_min=117, hydra.launcher.max_num_timeout=40, or "
         "plan.force=true.\n")
-    assert _dry_run(tmp_path, *args, "pretrain.nodes=2").returncode == 0
+    assert _dry_run(tmp_path, *args[:-1]).returncode == 0  # the 65B preset's 2 nodes: 21 allocations, 20 requeues
 
 
 @pytest.mark.slurm
@@ -257,7 +259,8 @@ def test_job_resources_come_from_the_jobs_own_preset(monkeypatch):
     assert r.flags() == ("--nodes=4 --ntasks-per-node=8 --cpus-per-task=10 --time=1440 --requeue --gpus-per-node=8 "
                          "--mem=900GB --partition=gpu --account=proj")
     stage1 = job_resources(compose(["experiment=table4/65b_full", "stage=pretrain"]), "stage1")
-    assert (stage1.nodes, stage1.tasks_per_node) == (1, 8)
+    assert (stage1.nodes, stage1.tasks_per_node) == (2, 8)  # the 65B preset's stage 1: one 24-h allocation
+    assert job_resources(compose(["experiment=table4/33b_full", "stage=pretrain"]), "stage1").nodes == 1
     evaluation = job_resources(full, "eval")
     e = evaluation
     assert (e.nodes, e.tasks_per_node, e.gpus_per_node, e.cpus_per_task) == (1, 1, 8, 80)

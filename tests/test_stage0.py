@@ -217,7 +217,7 @@ def test_slurm_dry_run_puts_one_stage0_job_before_the_stage1_job_of_every_point_
     assert "[stage0] trainable: the whole LLM from model.base" in stage0 and "DeepSpeed ZeRO-3" in stage0
     assert "base huggyllama/llama-65b" in stage0 and "stage0 " in stage0 and "GB/GPU fits of 80" in stage0
     s0_id = stage0.split()[1]
-    assert f"after: stage0 job of {s0_id}" in stage1 and "--nodes=1 --ntasks-per-node=8" in stage1
+    assert f"after: stage0 job of {s0_id}" in stage1 and "--nodes=2 --ntasks-per-node=8" in stage1
     assert "stage-0 trainings: 1, GPU-hours per node: " in text
     # With the user's own Vicuna-65B there is no stage 0 at all.
     own = _train(tmp_path, "-m", "hydra/launcher=slurm", "dry_run=true", "experiment=table5/65b",

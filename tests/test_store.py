@@ -33,13 +33,14 @@ def test_run_ids_are_pinned():
     """Identity is what determines the weights; these ids are those of runs already on disk.
 
     Stage-1/2 ids changed when they stopped hashing `model.recipe` (`migrate` renames runs stored under the
-    previous ones, which `recipes=True` still gives); stage-0 ids did not change."""
+    previous ones, which `recipes=True` still gives); stage-0 ids did not change. The 65B and 70B ones changed
+    again when their stage 1 moved to 2 nodes (one 24-h allocation), before any run of that size was trained."""
     ids = {
         # 65B from the user's own Vicuna-65B folder; from stage 0 (no folder): its id includes stage 0's.
         ("experiment=table4/65b_lora64", "paths.vicuna_65b=/data/vicuna-65b"):
-            ("65b-clip_l14_336-linear-lora64-llava_80k-bd2e74af", "65b-clip_l14_336-linear-lora64-llava_80k-e2deb6ea"),
+            ("65b-clip_l14_336-linear-lora64-llava_80k-687b94fd", "65b-clip_l14_336-linear-lora64-llava_80k-7fecb90d"),
         ("experiment=table4/65b_lora64", "paths.vicuna_65b=null"):
-            ("65b-clip_l14_336-linear-lora64-llava_80k-7bf6b913", "65b-clip_l14_336-linear-lora64-llava_80k-b2593f12"),
+            ("65b-clip_l14_336-linear-lora64-llava_80k-74e5145d", "65b-clip_l14_336-linear-lora64-llava_80k-907cdc1a"),
         ("experiment=table4/33b_qlora64",): ("33b-clip_l14_336-linear-qlora64-llava_80k-ae020c8c",
                                              "33b-clip_l14_336-linear-qlora64-llava_80k-5bb1b846"),
         ("experiment=table1/33b_beam5",): ("33b-clip_l14_336-linear-full-llava_80k_sharegpt-985ea86a",
