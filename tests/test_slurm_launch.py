@@ -227,12 +227,30 @@ def test_dry_run_refuses_a_job_that_would_outlast_its_requeues_and_names_the_fix
     assert "time: 40.9 h predicted on 1 node(s), over the 60-min limit: 41 allocations (40 requeue(s)" in stage1
     assert "time: 4.8 h predicted on 2 node(s)" in train
     assert out.stderr == (
-        "Dry run: predicted to outlast the requeues their jobs are allowed (the real submit refuses these):\n"
+        "Dry run: these jobs would not end within their time limits (the real submit refuses them):\n"
         f"  {stage1.split()[0]} {stage1.split()[1]} is predicted to take 40.9 h on 1 node(s): 41 allocations of 60 "
         "min, but hydra.launcher.max_num_timeout=20 allows 21, and it would be abandoned unfinished. Fixes: more "
         "nodes (pretrain.nodes=2), cluster.timeout_min=117, hydra.launcher.max_num_timeout=40, or "
         "plan.force=true.\n")
     assert _dry_run(tmp_path, *args[:-1]).returncode == 0  # the 65B preset's 2 nodes: 21 allocations, 20 requeues
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("hydra.launcher.max_num_timeout=-1",
+     "hydra.launcher.max_num_timeout = -1 must be >= 0 (the requeues a timed-out job is allowed).\n"),
+    ("hydra.launcher.signal_delay_s=0", "hydra.launcher.signal_delay_s = 0 must be >= 1 (seconds from SLURM's warning "
+                                        "to the time limit, to finish a step and save).\n"),
+    ("cluster.timeout_min=2", "Dry run: these jobs would not end within their time limits (the real submit refuses "
+                              "them):\n  [stage1] s1-tiny_s-"),
+])
+def test_bad_time_limit_settings_are_refused_before_anything_is_submitted(tmp_path, bad, message):
+    out = _dry_run(tmp_path, bad, "plan.force=true")  # the warning's delay is certain, not predicted: not forced
+    assert out.returncode == 2 and out.stderr.startswith(message), out.stderr[-3000:]
+    if bad.startswith("cluster"):
+        assert out.stderr.count("hydra.launcher.signal_delay_s=120 is not under its 2-min time limit: SLURM would "
+                                "warn every allocation as it starts, and the job would requeue without training. "
+                                "Fixes: a smaller hydra.launcher.signal_delay_s, or a longer cluster.timeout_min.") == 2
+    assert not list(tmp_path.rglob("jobs.jsonl"))
 
 
 @pytest.mark.slurm

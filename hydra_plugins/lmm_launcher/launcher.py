@@ -466,8 +466,8 @@ class _LmmSubmititMixin:
             failures += ["Dry run: predicted out of memory (the real submit refuses these; plan.force=true overrides):",
                          *(f"  [{s.kind}] {s.run_id}" for s in oom)]
         if too_long:
-            failures += ["Dry run: predicted to outlast the requeues their jobs are allowed (the real submit refuses "
-                         "these):", *(f"  {problem}" for problem in too_long)]
+            failures += ["Dry run: these jobs would not end within their time limits (the real submit refuses them):",
+                         *(f"  {problem}" for problem in too_long)]
         if failures:
             _fail("\n".join(failures))
         return [_result(p, "dry run") for p in points]
@@ -479,7 +479,12 @@ class _LmmSubmititMixin:
 
         if self._EXECUTOR != "slurm":
             return None, None
-        r, requeues = spec.resources, int(self.params["max_num_timeout"])
+        r, requeues, warning = spec.resources, int(self.params["max_num_timeout"]), int(self.params["signal_delay_s"])
+        if warning >= r.time_min * 60:  # certain, not predicted: plan.force does not override it
+            return None, (f"[{spec.kind}] {spec.run_id}: hydra.launcher.signal_delay_s={warning} is not under its "
+                          f"{r.time_min}-min time limit: SLURM would warn every allocation as it starts, and the job "
+                          "would requeue without training. Fixes: a smaller hydra.launcher.signal_delay_s, or a "
+                          "longer cluster.timeout_min.")
         problem = time_problem(spec.kind, spec.run_id, plan.wall_hours, r.nodes, r.time_min, requeues)
         return time_note(plan.wall_hours, r.nodes, r.time_min, requeues), None if spec.cfg.plan.force else problem
 
@@ -643,6 +648,14 @@ class RunGroup:
 
 class LmmSlurmLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
     _EXECUTOR = "slurm"
+
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        super().__init__(wait=wait, **params)
+        for key, least, meaning in (("max_num_timeout", 0, "the requeues a timed-out job is allowed"),
+                                    ("signal_delay_s", 1, "seconds from SLURM's warning to the time limit, to "
+                                                          "finish a step and save")):
+            if int(self.params[key]) < least:
+                _fail(f"hydra.launcher.{key} = {self.params[key]} must be >= {least} ({meaning}).")
 
 
 class LmmLocalLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
