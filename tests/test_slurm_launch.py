@@ -258,7 +258,7 @@ def test_bad_time_limit_settings_are_refused_before_anything_is_submitted(tmp_pa
 def test_a_job_that_would_outlast_its_requeues_is_not_submitted(tmp_path):
     # A tiny run made slow on paper: one achieved GFLOP/s per "GPU" stretches it over many one-minute allocations.
     overrides = ["debug=fast", "cluster=localhost_slurm", "cluster.timeout_min=1", "plan.achieved_tflops_per_gpu=1e-6",
-                 "hydra.launcher.max_num_timeout=2"]
+                 "hydra.launcher.max_num_timeout=2", "hydra.launcher.signal_delay_s=30"]
     out = _train(tmp_path, "-m", "hydra/launcher=slurm", *overrides)
     assert out.returncode == 2 and out.stderr.startswith("Not submitting; invalid grid points:\n[stage1] s1-tiny_s"), \
         out.stderr[-3000:]

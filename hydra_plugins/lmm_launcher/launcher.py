@@ -654,7 +654,7 @@ class LmmSlurmLauncher(_LmmSubmititMixin, BaseSubmititLauncher):
         for key, least, meaning in (("max_num_timeout", 0, "the requeues a timed-out job is allowed"),
                                     ("signal_delay_s", 1, "seconds from SLURM's warning to the time limit, to "
                                                           "finish a step and save")):
-            if int(self.params[key]) < least:
+            if key in self.params and int(self.params[key]) < least:  # Hydra passes every LmmSlurmConf field
                 _fail(f"hydra.launcher.{key} = {self.params[key]} must be >= {least} ({meaning}).")
 
 
