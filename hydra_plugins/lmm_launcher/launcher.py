@@ -474,7 +474,8 @@ class _LmmSubmititMixin:
 
     def _time_check(self, spec: JobSpec, plan) -> tuple:
         """(the dry run's time line, why it must not be submitted) of a SLURM job, from its predicted wall time,
-        its time limit and the requeues allowed; no reason with plan.force, neither on the local executor."""
+        its time limit, the requeues allowed and the warning's delay; plan.force overrides a predicted overrun, not
+        a delay as long as the limit. (None, None) on the local executor."""
         from lmm.plan.timelimit import time_note, time_problem
 
         if self._EXECUTOR != "slurm":
