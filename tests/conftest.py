@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lmm.launch.distributed import RANK_VARS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Tests never reach a model hub (none is reachable here): fail fast instead of retrying for minutes.
@@ -38,7 +40,8 @@ def pytest_configure(config):
             "once on the shared cluster. Install the project's pin: pip install 'pytest>=8,<9'")
 
 
-DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# What lmm.launch.distributed exports, and submitit's LOCAL_WORLD_SIZE beside it.
+DISTRIBUTED_VARS = (*RANK_VARS, "LOCAL_WORLD_SIZE")
 
 
 @pytest.fixture(autouse=True)
