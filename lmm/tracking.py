@@ -17,6 +17,7 @@ or `logger.mode=offline`); an offline run is uploaded later with `wandb sync <ru
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from lmm.launch.identity import stage0_id, stage1_id, stage2_id
 from lmm.layout import WANDB_ID_FILE
 from lmm.ranks import is_main_process
 from lmm.records import choices, eval_scores, hparams, read_record, stage_summary
+
+log = logging.getLogger(__name__)
 
 # W&B's environment variables for its folders -> the sub-folder of <paths.cache_dir>/wandb they get.
 WANDB_FOLDERS = {"WANDB_CACHE_DIR": "cache", "WANDB_CONFIG_DIR": "config", "WANDB_DATA_DIR": "data",
@@ -63,7 +66,14 @@ def folder_wandb_id(folder: str | Path, run_id: str) -> str:
     """The W&B id of the run in `folder`: the one it was first tracked under when `lmm.sweep migrate` has since
     renamed it (its `wandb_id` file: a resumed or evaluated run goes on in that W&B run), else its run id's."""
     kept = Path(folder) / WANDB_ID_FILE
-    return kept.read_text().strip() if kept.is_file() else wandb_run_id(run_id)
+    if not kept.is_file():
+        return wandb_run_id(run_id)
+    wandb_id = kept.read_text().strip()
+    if not wandb_id or wandb_run_id(wandb_id) != wandb_id:  # W&B would make up an id, or refuse this one
+        log.warning("%s holds no usable W&B id (%r): tracked under the run id's instead; write the id the run was "
+                    "first tracked under there to go on in that W&B run", kept, wandb_id[:80])
+        return wandb_run_id(run_id)
+    return wandb_id
 
 
 def tracking_config(cfg: DictConfig, stage: str, run_id: str) -> dict:

@@ -163,6 +163,21 @@ def test_a_migrated_run_resumes_and_logs_its_scores_in_the_w_and_b_run_it_was_fi
         (trained, wandb_run_id(trained)), ("new-id", "new-id"), (trained, "old-id"), ("new-id", "old-id")]
 
 
+@pytest.mark.parametrize("kept", ["", "\n", "a/b:c", "x" * 300])
+def test_an_unusable_kept_w_and_b_id_falls_back_to_the_run_ids_and_says_so(tmp_path, caplog, kept):
+    from lmm.layout import WANDB_ID_FILE
+    from lmm.tracking import folder_wandb_id
+
+    assert folder_wandb_id(tmp_path, "run-1") == "run-1"  # no file: the run id's
+    (tmp_path / WANDB_ID_FILE).write_text("first-id\n")
+    assert folder_wandb_id(tmp_path, "run-1") == "first-id"
+    (tmp_path / WANDB_ID_FILE).write_text(kept)
+    with caplog.at_level("WARNING", logger="lmm.tracking"):
+        assert folder_wandb_id(tmp_path, "run-1") == "run-1"
+    assert f"{tmp_path / WANDB_ID_FILE} holds no usable W&B id ({kept.strip()[:80]!r}): tracked under the run " \
+           "id's instead" in caplog.text
+
+
 def test_nothing_lands_in_home_and_wandb_folders_stay_under_the_cache(tracked):
     assert sorted(str(p.relative_to(tracked["home"])) for p in tracked["home"].rglob("*")) == []
     cache = tracked["root"] / ".cache" / "wandb"
