@@ -1,10 +1,10 @@
-"""The rank variables a job exports: a one-task job's port is free, a multi-task job's is the one its peers derive."""
+"""The rank variables a job exports: a one-task job's store picks a free port, a multi-task job's port is the one its
+peers derive."""
 
 from __future__ import annotations
 
 import os
 import random
-import socket
 from unittest import mock
 
 import pytest
@@ -13,7 +13,7 @@ from lmm.launch.distributed import RANK_VARS, setup_distributed_env
 
 
 @pytest.mark.parametrize("tasks", [1, 2])
-def test_a_one_task_job_takes_a_free_port_and_a_multi_task_job_the_derived_one(tasks):
+def test_a_one_task_job_lets_its_store_pick_a_port_and_a_multi_task_job_takes_the_derived_one(tasks):
     job_id = "4242"  # a local executor's job id is a process id
     env = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": job_id, "SUBMITIT_LOCAL_NTASKS": str(tasks),
            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "0",
@@ -25,14 +25,18 @@ def test_a_one_task_job_takes_a_free_port_and_a_multi_task_job_the_derived_one(t
     with mock.patch.dict(os.environ, env):
         for var in (*RANK_VARS, "LOCAL_WORLD_SIZE"):
             os.environ.pop(var, None)
-        with socket.socket() as taken:  # something else already listens there (CI: EADDRINUSE)
-            taken.bind(("127.0.0.1", derived))
-            taken.listen()
-            exported = setup_distributed_env(need_process_group=False)
+        exported = setup_distributed_env(need_process_group=False)
     assert exported["WORLD_SIZE"] == str(tasks) and exported["RANK"] == "0"
     if tasks == 2:
         assert exported["MASTER_PORT"] == str(derived)  # every task computes the same one
-    else:
-        assert exported["MASTER_PORT"] != str(derived)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", int(exported["MASTER_PORT"])))  # free
+    else:  # port 0: the store binds a free port itself, never the derived one another job or socket may hold
+        assert exported["MASTER_PORT"] == "0"
+
+
+def test_a_lone_process_that_needs_a_process_group_lets_its_store_pick_a_port():
+    with mock.patch.dict(os.environ):
+        for var in (*RANK_VARS, "LOCAL_WORLD_SIZE", "SUBMITIT_EXECUTOR", "SLURM_PROCID"):
+            os.environ.pop(var, None)
+        assert setup_distributed_env(need_process_group=False) == {}
+        assert setup_distributed_env(need_process_group=True) == {
+            "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}

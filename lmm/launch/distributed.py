@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 
 RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# A process group of one process has no peer that must find its store: port 0 lets its TCPStore bind whichever
+# port is free when it starts. A port looked up free beforehand (and closed again) was taken by another process
+# in the seconds before the store bound it, often enough to fail CI with EADDRINUSE.
+ANY_FREE_PORT = "0"
 
 
 def in_job_task() -> bool:
@@ -25,10 +24,10 @@ def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
 
     - Inside a submitit job or an srun task: submitit's TorchDistributedEnvironment reads them from
       the job's variables (first host of the node list as master, a port derived from the job id),
-      multi-node included; a one-task job gets a free port instead.
+      multi-node included; a one-task job lets its store pick a free port instead.
       CUDA_VISIBLE_DEVICES is left alone: each task picks its GPU by LOCAL_RANK.
     - Under torchrun (RANK already set): nothing to do.
-    - A lone process that needs a process group (DeepSpeed): rank 0 of 1 on a free local port.
+    - A lone process that needs a process group (DeepSpeed): rank 0 of 1, its store on a free local port.
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         pass
@@ -38,13 +37,12 @@ def setup_distributed_env(need_process_group: bool) -> dict[str, str]:
         os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # a plain srun task: SLURM's variables
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         if os.environ["WORLD_SIZE"] == "1":
-            # No peer has to agree on the port of a one-task job: a free one, not the one submitit derives from
-            # the job id (a local job's id is a process id; another job or any socket may hold that port, and
-            # the process group then fails with EADDRINUSE).
-            os.environ["MASTER_PORT"] = str(_free_port())
+            # Not the port submitit derives from the job id (a local job's id is a process id; another job or any
+            # socket may hold that port, and the process group then fails with EADDRINUSE).
+            os.environ["MASTER_PORT"] = ANY_FREE_PORT
     elif need_process_group:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+                          MASTER_PORT=ANY_FREE_PORT)
     return {k: os.environ[k] for k in RANK_VARS if k in os.environ}
 
 
